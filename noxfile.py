@@ -1,0 +1,76 @@
+"""Test sessions, one per backend; lint, typecheck and benchmarks.
+
+`nox` runs lint, typecheck and the tests of every CPU backend. The backend reaches
+pytest through PORTABLE_MLP_BACKEND: a requested backend that fails to import
+fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import glob
+
+import nox
+
+nox.options.reuse_venv = "yes"
+nox.options.default_venv_backend = "venv"
+
+CPU_BACKENDS = ["numpy", "array_api_strict", "torch", "jax", "dask"]
+EXTRAS = {"numpy": "test", "array_api_strict": "test", "torch": "test", "jax": "test,jax",
+          "dask": "test,dask", "cupy": "test,cuda13"}
+
+
+def torch_requirement() -> str:
+    """A CPU build of torch: this machine keeps one on local disk (plain `torch` on
+    PyPI is a multi-GB CUDA build); elsewhere, whatever pip picks for `torch`."""
+    local = sorted(glob.glob("/opt/wheels/torch-*+cpu-*.whl"))
+    return local[-1] if local else "torch"
+
+
+def install(session: nox.Session, backend: str) -> None:
+    if backend == "torch":
+        session.install(torch_requirement())
+    session.install("-e", f".[{EXTRAS[backend]}]")
+
+
+@nox.session
+@nox.parametrize("backend", CPU_BACKENDS, ids=CPU_BACKENDS)
+def tests(session: nox.Session, backend: str) -> None:
+    """The test suite on one backend."""
+    install(session, backend)
+    session.run("pytest", *session.posargs, env={"PORTABLE_MLP_BACKEND": backend})
+
+
+@nox.session(default=False)
+def tests_cupy(session: nox.Session) -> None:
+    """The test suite on CuPy (needs an NVIDIA GPU and CUDA 13)."""
+    install(session, "cupy")
+    session.run("pytest", *session.posargs, env={"PORTABLE_MLP_BACKEND": "cupy"})
+
+
+@nox.session(default=False)
+def lite(session: nox.Session) -> None:
+    """The quickest check of standard compliance: NumPy and array-api-strict."""
+    install(session, "numpy")
+    session.run("pytest", "-x", *session.posargs,
+                env={"PORTABLE_MLP_BACKEND": "numpy,array_api_strict"})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "portable_mlp", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("mypy>=1.11", "-e", ".")
+    session.run("mypy")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """The pytest-benchmark suite; keeps the JSON under benchmarks/results/."""
+    session.install(torch_requirement())
+    session.install("-e", ".[bench,jax,dask]")
+    session.run("pytest", "benchmarks", "--benchmark-only",
+                "--benchmark-json=benchmarks/results/bench.json", *session.posargs)

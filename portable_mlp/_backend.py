@@ -1,0 +1,315 @@
+"""Everything that differs between array libraries lives here, and only here.
+
+The rest of portable_mlp sees an array namespace ``xp`` and the standard's
+functions on it. This module turns backend *names* into namespaces, devices and
+dtypes (so objects can hold names and still pickle), moves data to and from the
+host, and answers the few questions whose answer depends on the library:
+can arrays be written in place, is reading a value back to the host free, how to
+wait for queued work (timing) and how to keep a lazy graph bounded (dask).
+
+Backends are imported lazily, only when asked for by name.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import array_api_compat as compat
+import numpy as np
+
+BACKENDS = ("numpy", "cupy", "torch", "jax", "dask", "array_api_strict")
+
+# module to import, namespace to use, pip extra that installs it
+_MODULES = {
+    "numpy": ("numpy", "array_api_compat.numpy", None),
+    "cupy": ("cupy", "array_api_compat.cupy", "cuda12 or cuda13"),
+    "torch": ("torch", "array_api_compat.torch", "torch"),
+    "jax": ("jax", "jax.numpy", "jax"),
+    "dask": ("dask.array", "array_api_compat.dask.array", "dask"),
+    "array_api_strict": ("array_api_strict", "array_api_strict", "test"),
+}
+
+# Backends whose arrays live on the host and compute eagerly: reading a value
+# back costs no synchronisation (torch only on its CPU device).
+_EAGER_HOST = {"numpy", "array_api_strict"}
+
+
+class BackendUnavailable(ImportError):
+    """A known backend whose library is not installed."""
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a name (one of {', '.join(BACKENDS)}) "
+                        f"or an array namespace, got {type(name).__name__}")
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    return name
+
+
+@functools.cache
+def namespace(name: str) -> ModuleType:
+    """The standard-compliant namespace of backend ``name`` (imported on first use)."""
+    module, ns, extra = _MODULES[check_name(name)]
+    try:
+        importlib.import_module(module)
+        return importlib.import_module(ns)
+    except ImportError as exc:
+        hint = f"pip install 'portable_mlp[{extra}]'" if extra else "pip install numpy"
+        raise BackendUnavailable(f"backend {name!r} is not installed ({exc}); try: {hint}") from exc
+
+
+def name_of_namespace(xp: Any) -> str:
+    """The backend name of an array namespace (compat wrapper or library module)."""
+    checks = (
+        ("numpy", compat.is_numpy_namespace),
+        ("cupy", compat.is_cupy_namespace),
+        ("torch", compat.is_torch_namespace),
+        ("jax", compat.is_jax_namespace),
+        ("dask", compat.is_dask_namespace),
+        ("array_api_strict", compat.is_array_api_strict_namespace),
+    )
+    for name, is_it in checks:
+        if is_it(xp):
+            return name
+    raise TypeError(f"unsupported array namespace {xp!r}; expected one of {', '.join(BACKENDS)}")
+
+
+def backend_name(backend: Any) -> str:
+    """Accept a backend name or a namespace; return the name."""
+    return check_name(backend) if isinstance(backend, str) else name_of_namespace(backend)
+
+
+def array_backend(x: Any) -> str | None:
+    """The backend name an array belongs to, or None if it is not an array we know."""
+    if isinstance(x, np.ndarray):
+        return "numpy"
+    try:
+        return name_of_namespace(compat.array_namespace(x))
+    except TypeError:
+        return None
+
+
+def is_host_array(x: Any) -> bool:
+    return isinstance(x, np.ndarray)
+
+
+# --- devices ---------------------------------------------------------------
+
+def devices(name: str) -> list[Any]:
+    """Every device the backend offers, as device objects."""
+    xp = namespace(name)
+    if name == "torch":
+        import torch
+
+        found = [torch.device("cpu")]
+        found += [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+        return found
+    if name in ("numpy", "dask"):
+        return ["cpu"]
+    return list(xp.__array_namespace_info__().devices())
+
+
+def device_spec(device: Any) -> str:
+    """A picklable string naming a device object."""
+    if isinstance(device, str):
+        return device
+    if hasattr(device, "platform") and hasattr(device, "id"):  # jax
+        return f"{device.platform}:{device.id}"
+    if type(device).__module__.startswith("cupy"):
+        return f"cuda:{device.id}"
+    if type(device).__module__.startswith("array_api_strict"):
+        return str(device).split("'")[1]
+    return str(device)
+
+
+def resolve_device(name: str, spec: Any) -> Any:
+    """The device object of backend ``name`` for ``spec`` (None: the default device)."""
+    xp = namespace(name)
+    if spec is None:
+        return xp.__array_namespace_info__().default_device() if name != "dask" else "cpu"
+    wanted = device_spec(spec)
+    for dev in devices(name):
+        if device_spec(dev) == wanted:
+            return dev
+    offered = ", ".join(device_spec(d) for d in devices(name))
+    raise ValueError(f"device {wanted!r} is not available on backend {name!r}; available: {offered}")
+
+
+# --- dtypes ----------------------------------------------------------------
+
+FLOAT_DTYPES = ("float32", "float64")
+
+
+def resolve_dtype(name: str, device: Any, dtype: Any) -> Any:
+    """The floating dtype object to use; honour the request or refuse it clearly."""
+    xp = namespace(name)
+    info = xp.__array_namespace_info__()
+    if dtype is None:
+        return info.default_dtypes(device=device)["real floating"]
+    dname = dtype_name(dtype)
+    if dname not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dname!r}")
+    available = info.dtypes(device=device, kind="real floating")
+    if dname not in available:
+        hint = ""
+        if name == "jax":
+            hint = (" JAX keeps float64 off by default: call "
+                    "jax.config.update(\"jax_enable_x64\", True) before creating arrays.")
+        raise ValueError(f"dtype {dname} is not available on backend {name!r}, device "
+                         f"{device_spec(device)!r} (it offers {', '.join(available)}).{hint}")
+    return available[dname]
+
+
+def dtype_name(dtype: Any) -> str:
+    """'float32' for any library's float32 dtype object or string."""
+    if isinstance(dtype, str):
+        return dtype
+    text = str(dtype)
+    for prefix in ("torch.", "array_api_strict."):
+        text = text.removeprefix(prefix)
+    return str(np.dtype(text)) if text in FLOAT_DTYPES else text
+
+
+# --- data movement ---------------------------------------------------------
+
+def from_host(name: str, x: np.ndarray, device: Any, dtype: Any) -> Any:
+    """Copy a host (NumPy) array onto the backend's device, cast to ``dtype``."""
+    xp = namespace(name)
+    if name == "dask":
+        import dask.array as da
+
+        return da.from_array(np.asarray(x, dtype=dtype_name(dtype)), chunks=x.shape)
+    return xp.asarray(x, dtype=dtype, device=device)
+
+
+def to_host(x: Any) -> np.ndarray:
+    """A NumPy copy (or view) of any backend's array."""
+    if isinstance(x, np.ndarray):
+        return x
+    if compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if compat.is_cupy_array(x):
+        return x.get()
+    if compat.is_dask_array(x):
+        return np.asarray(x.compute())
+    return np.asarray(x)
+
+
+# --- execution -------------------------------------------------------------
+
+def writable(name: str) -> bool:
+    """Whether arrays of this backend can be updated in place."""
+    return name not in ("jax", "dask")
+
+
+def host_reads_are_free(name: str, device: Any) -> bool:
+    """Reading a value back costs no device sync and forces no lazy compute."""
+    return name in _EAGER_HOST or (name == "torch" and device_spec(device) == "cpu")
+
+
+def synchronize(name: str, arrays: Any = ()) -> None:
+    """Wait until queued work producing ``arrays`` is done (for timing only)."""
+    if name == "cupy":
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()
+    elif name == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    elif name == "jax":
+        import jax
+
+        jax.block_until_ready(arrays)
+    elif name == "dask":
+        import dask
+
+        dask.compute(arrays)
+
+
+def materialize(name: str, arrays: list[Any]) -> list[Any]:
+    """Bound a lazy graph: compute ``arrays`` into memory (dask); identity elsewhere."""
+    if name != "dask":
+        return arrays
+    import dask
+
+    return list(dask.persist(*arrays))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a model's arrays live: backend name, device spec and dtype name.
+
+    Holds only names, so it pickles; the namespace, device object and dtype
+    object are resolved once and cached.
+    """
+
+    backend: str
+    device: str
+    dtype: str
+
+    @classmethod
+    def create(cls, backend: Any = "numpy", device: Any = None, dtype: Any = None) -> Placement:
+        name = backend_name(backend)
+        dev = resolve_device(name, device)
+        dt = resolve_dtype(name, dev, dtype)
+        return cls(name, device_spec(dev), dtype_name(dt))
+
+    @functools.cached_property
+    def xp(self) -> Any:
+        return namespace(self.backend)
+
+    @functools.cached_property
+    def device_obj(self) -> Any:
+        return resolve_device(self.backend, self.device)
+
+    @functools.cached_property
+    def dtype_obj(self) -> Any:
+        return resolve_dtype(self.backend, self.device_obj, self.dtype)
+
+    @functools.cached_property
+    def writable(self) -> bool:
+        return writable(self.backend)
+
+    @functools.cached_property
+    def host_reads_are_free(self) -> bool:
+        return host_reads_are_free(self.backend, self.device)
+
+    def __getstate__(self) -> dict[str, str]:
+        return {"backend": self.backend, "device": self.device, "dtype": self.dtype}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+
+    def from_host(self, x: np.ndarray) -> Any:
+        return from_host(self.backend, x, self.device_obj, self.dtype_obj)
+
+    def indices(self, host: np.ndarray) -> Any:
+        """Integer indices for ``xp.take`` (dask takes host indices best)."""
+        if self.backend == "dask":
+            return host
+        return self.xp.asarray(host, dtype=self.int_dtype, device=self.device_obj)
+
+    @functools.cached_property
+    def int_dtype(self) -> Any:
+        info = self.xp.__array_namespace_info__()
+        return info.default_dtypes(device=self.device_obj)["integral"]
+
+    def materialize(self, arrays: list[Any]) -> list[Any]:
+        return materialize(self.backend, arrays)
+
+    def synchronize(self, arrays: Any = ()) -> None:
+        synchronize(self.backend, arrays)
+
+    def owns(self, x: Any) -> bool:
+        """Whether ``x`` is already an array of this backend on this device."""
+        if array_backend(x) != self.backend:
+            return False
+        return self.backend in ("numpy", "dask") or device_spec(compat.device(x)) == self.device

@@ -1,0 +1,88 @@
+"""Callbacks that ``Trainer.fit`` calls at the start, after each epoch and at the end."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from portable_mlp import validation
+
+if TYPE_CHECKING:
+    from portable_mlp.train import Trainer
+
+
+class Callback:
+    """Override what you need; set ``trainer.stop_training = True`` to end ``fit``."""
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        pass
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        pass
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        pass
+
+
+class LambdaCallback(Callback):
+    """Wraps a plain function ``fn(trainer, epoch, logs)`` called after each epoch."""
+
+    def __init__(self, fn: Callable[[Trainer, int, dict[str, float]], Any]) -> None:
+        self.fn = fn
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        self.fn(trainer, epoch, logs)
+
+
+def as_callbacks(callbacks: Iterable[Any]) -> list[Callback]:
+    if isinstance(callbacks, Callback) or callable(callbacks):
+        callbacks = [callbacks]
+    out = []
+    for cb in callbacks:
+        if isinstance(cb, Callback):
+            out.append(cb)
+        elif callable(cb):
+            out.append(LambdaCallback(cb))
+        else:
+            raise TypeError(f"a callback must be a Callback or a callable "
+                            f"(trainer, epoch, logs), got {type(cb).__name__}")
+    return out
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs,
+    and (``restore_best``) put back the parameters of the best epoch."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 10, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best: bool = True) -> None:
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        self.monitor = monitor
+        self.patience = validation.positive("patience", patience, integer=True)
+        self.min_delta = validation.non_negative("min_delta", min_delta)
+        self.sign = -1.0 if mode == "max" or (mode == "auto" and "acc" in monitor) else 1.0
+        self.restore_best = restore_best
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        self.best, self.best_epoch, self.wait = math.inf, -1, 0
+        self.best_params: list[Any] | None = None
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        if self.monitor not in logs:
+            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, but the logs hold "
+                             f"{', '.join(logs)}; pass validation_data to fit for val_* keys")
+        score = self.sign * logs[self.monitor]
+        if score < self.best - self.min_delta:
+            self.best, self.best_epoch, self.wait = score, epoch, 0
+            if self.restore_best:
+                self.best_params = trainer.model.host_params()
+                self.best_params = [p.copy() for p in self.best_params]
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                trainer.stop_training = True
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if self.restore_best and self.best_params is not None:
+            trainer.model.load_params(self.best_params)

@@ -1,0 +1,72 @@
+"""Losses: each returns ``(value, delta)`` where ``delta`` is d value / d output.
+
+``value`` is a 0-d array on the model's device (never read back here).
+The cross-entropies take logits (an Identity or Linear output layer) and fuse
+the final softmax/sigmoid into the loss, which is what makes them stable and
+their delta simple: ``(softmax(z) - Y) / N`` and ``(sigmoid(z) - Y) / N``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Array = Any
+Loss = Callable[[Any, Array, Array], tuple[Array, Array]]
+
+
+def sum_of_squares(xp: Any, a: Array) -> Array:
+    """``sum(a**2)`` as one BLAS dot over a flat view: no temporary."""
+    flat = xp.reshape(a, (-1,))
+    return flat @ flat
+
+
+def mse(xp: Any, out: Array, y: Array) -> tuple[Array, Array]:
+    """The seed's squared error: ``sum((out - y)**2) / (2N)``."""
+    n = out.shape[0]
+    delta = out - y
+    value = sum_of_squares(xp, delta) / (2.0 * n)
+    delta *= 1.0 / n
+    return value, delta
+
+
+def cross_entropy(xp: Any, z: Array, y: Array) -> tuple[Array, Array]:
+    """``-sum(y * log_softmax(z)) / N`` for logits ``z``, stable for any finite logits."""
+    n = z.shape[0]
+    shifted = z - xp.max(z, axis=1, keepdims=True)
+    log_p = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+    value = -xp.sum(y * log_p) / n
+    delta = xp.exp(log_p)
+    delta -= y
+    delta *= 1.0 / n
+    return value, delta
+
+
+def binary_cross_entropy(xp: Any, z: Array, y: Array) -> tuple[Array, Array]:
+    """Sigmoid + binary cross-entropy on logits, summed over outputs, divided by N.
+
+    Uses ``max(z, 0) - z*y + log1p(exp(-|z|))``, which never overflows.
+    """
+    n = z.shape[0]
+    value = xp.sum(xp.maximum(z, 0.0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))) / n
+    delta = _stable_sigmoid(xp, z)
+    delta -= y
+    delta *= 1.0 / n
+    return value, delta
+
+
+def _stable_sigmoid(xp: Any, z: Array) -> Array:
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+LOSSES: dict[str, Loss] = {
+    "mse": mse, "cross_entropy": cross_entropy, "binary_cross_entropy": binary_cross_entropy,
+}
+LOGIT_LOSSES = ("cross_entropy", "binary_cross_entropy")
+
+
+def get(name: str) -> Loss:
+    if not isinstance(name, str) or name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")
+    return LOSSES[name]

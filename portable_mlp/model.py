@@ -1,0 +1,164 @@
+"""Sequential: pieces composed, with parameters placed on one backend/device/dtype."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from portable_mlp import _backend, layers, validation
+from portable_mlp._backend import Placement
+from portable_mlp.layers import Backprop, Piece
+
+Array = Any
+
+
+class Sequential:
+    """A chain of pieces. ``model(X)`` is the forward pass; ``model.params`` the weights.
+
+    The model holds its backend's *name*, device and dtype (a ``Placement``) and
+    resolves the namespace from them once, so it deep-copies and pickles.
+    """
+
+    def __init__(self, pieces: Sequence[Piece], seed: int | None = 0, backend: Any = "numpy",
+                 device: Any = None, dtype: Any = None) -> None:
+        self.pieces = validation.check_pieces(pieces)
+        self.placement = Placement.create(backend, device, dtype)
+        rng = np.random.default_rng(validation.check_seed(seed))
+        host = [p for piece in self.pieces for p in piece.init(rng)]
+        self._set_host_params(host)
+
+    # --- construction helpers --------------------------------------------
+    def _set_host_params(self, host: list[np.ndarray]) -> None:
+        self.params = [self.placement.from_host(np.asarray(p)) for p in host]
+        self._decayed = [d for piece in self.pieces for d in piece.decayed()]
+        self._counts = [len(piece.decayed()) for piece in self.pieces]
+
+    @classmethod
+    def _from_host(cls, pieces: Sequence[Piece], host: list[np.ndarray],
+                   placement: Placement) -> Sequential:
+        model = cls.__new__(cls)
+        model.pieces = list(pieces)
+        model.placement = placement
+        model._set_host_params(host)
+        return model
+
+    # --- where it lives ----------------------------------------------------
+    @property
+    def xp(self) -> Any:
+        return self.placement.xp
+
+    @property
+    def backend(self) -> str:
+        return self.placement.backend
+
+    @property
+    def device(self) -> Any:
+        return self.placement.device_obj
+
+    @property
+    def dtype(self) -> Any:
+        return self.placement.dtype_obj
+
+    @property
+    def n_features(self) -> int:
+        return next(p.in_features for p in self.pieces if isinstance(p, layers.Linear))
+
+    @property
+    def n_outputs(self) -> int:
+        size = self.n_features
+        for piece in self.pieces:
+            size = piece.output_size(size)
+        return size
+
+    @property
+    def decayed(self) -> list[bool]:
+        """Per parameter: whether the l2 penalty applies (weight matrices, not biases)."""
+        return self._decayed
+
+    def to(self, backend: Any = None, device: Any = None, dtype: Any = None) -> Sequential:
+        """A copy of this model on another backend, device or dtype (None: keep / default)."""
+        same_backend = backend is None or _backend.backend_name(backend) == self.backend
+        placement = Placement.create(
+            self.backend if backend is None else backend,
+            device if device is not None or not same_backend else self.placement.device,
+            dtype if dtype is not None else (self.placement.dtype if same_backend else None),
+        )
+        return Sequential._from_host(self.pieces, self.host_params(), placement)
+
+    def host_params(self) -> list[np.ndarray]:
+        """The parameters as host NumPy arrays (copies where the backend needs one)."""
+        return [_backend.to_host(p) for p in self.params]
+
+    def load_params(self, params: Sequence[Any]) -> None:
+        """Replace the parameters (host or backend arrays of the right shapes)."""
+        checked = validation.check_params(self, params)
+        self.params = checked
+
+    # --- the math ------------------------------------------------------------
+    def forward(self, x: Array, params: list[Array] | None = None
+                ) -> tuple[Array, list[Backprop]]:
+        """Run every piece; return the output and the backprops in forward order."""
+        params = self.params if params is None else params
+        xp, backprops, i = self.xp, [], 0
+        for piece, count in zip(self.pieces, self._counts):
+            x, backprop = piece.forward(xp, params[i:i + count], x)
+            backprops.append(backprop)
+            i += count
+        return x, backprops
+
+    def backward(self, delta: Array, backprops: list[Backprop]) -> list[Array]:
+        """Chain rule: run the backprops reversed; return grads aligned with params."""
+        grads: list[list[Array]] = []
+        last = len(backprops) - 1
+        for i in range(last, -1, -1):
+            delta, piece_grads = backprops[i](delta, i > 0)
+            grads.append(piece_grads)
+        return [g for piece_grads in reversed(grads) for g in piece_grads]
+
+    def __call__(self, X: Any) -> Array:
+        """The forward pass: output activations for ``X`` (host data is moved here)."""
+        return self.forward(validation.features(self, X, "X"))[0]
+
+    def predict(self, X: Any) -> Array:
+        """Class indices: argmax of the output (one output: thresholded)."""
+        return self.classes_of(self(X))
+
+    def classes_of(self, out: Array) -> Array:
+        xp = self.xp
+        if out.shape[1] > 1:
+            return xp.argmax(out, axis=1)
+        threshold = 0.0 if isinstance(self.pieces[-1], (layers.Identity, layers.Linear)) else 0.5
+        return xp.astype(out[:, 0] > threshold, self.placement.int_dtype)
+
+    # --- python protocol -------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {"pieces": self.pieces, "placement": self.placement,
+                "params": self.host_params()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.pieces = state["pieces"]
+        self.placement = state["placement"]
+        self._set_host_params(state["params"])
+
+    def __repr__(self) -> str:
+        inner = ", ".join(map(repr, self.pieces))
+        p = self.placement
+        return f"Sequential([{inner}], backend={p.backend!r}, device={p.device!r}, dtype={p.dtype!r})"
+
+
+def MLP(sizes: Sequence[int], activation: str = "sigmoid", output: str = "sigmoid",
+        bias: bool = True, seed: int | None = 0, backend: Any = "numpy", device: Any = None,
+        dtype: Any = None, init: str = "uniform") -> Sequential:
+    """Shorthand: ``Linear`` layers of ``sizes`` with ``activation`` between them and
+    ``output`` after the last (use output="identity" with the cross-entropy losses)."""
+    sizes = validation.check_sizes(sizes)
+    layers.activation(activation)
+    layers.activation(output)
+    pieces: list[Piece] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = i == len(sizes) - 2
+        pieces += [layers.Linear(fan_in, fan_out, bias=bias, init=init),
+                   layers.activation(output if last else activation)]
+    return Sequential(pieces, seed=seed, backend=backend, device=device, dtype=dtype)

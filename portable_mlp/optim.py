@@ -1,0 +1,209 @@
+"""Optimizers over a flat list of parameters, and learning-rate schedules.
+
+``update(xp, params, grads, state, step)`` returns ``(params, state)``. The rule is
+written with augmented assignment on arrays the optimizer owns (the gradients and
+its own slots): that writes in place where the backend allows and rebinds where
+arrays are immutable (JAX), so one code path serves both. Never reuse an array
+after passing it to ``update``.
+
+An optimizer object holds its hyper-parameters and, once training starts, its
+state; passing the same optimizer to ``fit`` again continues from that state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from portable_mlp import validation
+
+Array = Any
+Schedule = Callable[[int], float]
+
+
+# --- learning-rate schedules: step (0-based) -> multiplier of the base lr ---
+
+class constant:  # noqa: N801 - used like a function
+    """The base learning rate at every step."""
+
+    def __call__(self, step: int) -> float:
+        return 1.0
+
+    def __repr__(self) -> str:
+        return "constant()"
+
+
+class step_decay:  # noqa: N801
+    """Multiply by ``factor`` every ``every`` steps."""
+
+    def __init__(self, every: int, factor: float = 0.5) -> None:
+        self.every = validation.positive("every", every, integer=True)
+        self.factor = validation.positive("factor", factor)
+
+    def __call__(self, step: int) -> float:
+        return float(self.factor ** (step // self.every))
+
+
+class exponential_decay:  # noqa: N801
+    """``rate ** (step / every)``."""
+
+    def __init__(self, rate: float, every: int = 1) -> None:
+        self.rate = validation.positive("rate", rate)
+        self.every = validation.positive("every", every, integer=True)
+
+    def __call__(self, step: int) -> float:
+        return float(self.rate ** (step / self.every))
+
+
+class inverse_scaling:  # noqa: N801
+    """scikit-learn's 'invscaling': ``1 / (step + 1) ** power``."""
+
+    def __init__(self, power: float = 0.5) -> None:
+        self.power = validation.positive("power", power)
+
+    def __call__(self, step: int) -> float:
+        return float(1.0 / (step + 1) ** self.power)
+
+
+class cosine:  # noqa: N801
+    """Cosine decay from 1 to ``floor`` over ``steps`` steps, then ``floor``."""
+
+    def __init__(self, steps: int, floor: float = 0.0) -> None:
+        self.steps = validation.positive("steps", steps, integer=True)
+        self.floor = validation.non_negative("floor", floor)
+
+    def __call__(self, step: int) -> float:
+        t = min(step, self.steps) / self.steps
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+class Optimizer:
+    """Base: holds ``lr``, a schedule and the state; subclasses give the rule."""
+
+    def __init__(self, lr: float, schedule: Schedule | None = None) -> None:
+        self.lr = validation.positive("lr", lr)
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"schedule must be callable (step -> multiplier), got {schedule!r}")
+        self.schedule = schedule or constant()
+        self.state: dict[str, Any] | None = None
+
+    def learning_rate(self, step: int) -> float:
+        return self.lr * float(self.schedule(step))
+
+    def init_state(self, xp: Any, params: list[Array]) -> dict[str, Any]:
+        return {"step": 0, "slots": [[] for _ in params]}
+
+    def ensure_state(self, xp: Any, params: list[Array]) -> dict[str, Any]:
+        """The current state, created for ``params`` on first use and checked after."""
+        if self.state is None:
+            self.state = self.init_state(xp, params)
+        elif len(self.state["slots"]) != len(params) or any(
+                tuple(s.shape) != tuple(p.shape)
+                for slots, p in zip(self.state["slots"], params) for s in slots):
+            raise ValueError(f"{type(self).__name__} holds state for other parameters; "
+                             "use a new optimizer for a different model (or call reset())")
+        return self.state
+
+    def reset(self) -> None:
+        """Forget the state (moments, step count): the next update starts afresh."""
+        self.state = None
+
+    def update(self, xp: Any, params: list[Array], grads: list[Array],
+               state: dict[str, Any]) -> tuple[list[Array], dict[str, Any]]:
+        lr = self.learning_rate(state["step"])
+        new_params, new_slots = [], []
+        for p, g, slots in zip(params, grads, state["slots"]):
+            p, slots = self.rule(xp, p, g, slots, lr, state["step"] + 1)
+            new_params.append(p)
+            new_slots.append(slots)
+        return new_params, {"step": state["step"] + 1, "slots": new_slots}
+
+    def rule(self, xp: Any, p: Array, g: Array, slots: list[Array], lr: float,
+             t: int) -> tuple[Array, list[Array]]:
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, with optional (Nesterov) momentum."""
+
+    def __init__(self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
+                 schedule: Schedule | None = None) -> None:
+        super().__init__(lr, schedule)
+        self.momentum = validation.non_negative("momentum", momentum)
+        if self.momentum >= 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if nesterov and not self.momentum:
+            raise ValueError("nesterov=True needs a momentum > 0")
+        self.nesterov = bool(nesterov)
+
+    def init_state(self, xp: Any, params: list[Array]) -> dict[str, Any]:
+        if not self.momentum:
+            return super().init_state(xp, params)
+        return {"step": 0, "slots": [[xp.zeros_like(p)] for p in params]}
+
+    def rule(self, xp: Any, p: Array, g: Array, slots: list[Array], lr: float,
+             t: int) -> tuple[Array, list[Array]]:
+        g *= lr
+        if not self.momentum:
+            p -= g
+            return p, slots
+        (v,) = slots
+        v *= self.momentum      # v = momentum * v - lr * g
+        v -= g
+        if self.nesterov:       # p += momentum * v - lr * g
+            g -= self.momentum * v
+            p -= g
+        else:
+            p += v
+        return p, [v]
+
+    def __repr__(self) -> str:
+        return f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov})"
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction."""
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, schedule: Schedule | None = None) -> None:
+        super().__init__(lr, schedule)
+        for name, beta in (("beta1", beta1), ("beta2", beta2)):
+            if validation.non_negative(name, beta) >= 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
+        self.beta1, self.beta2 = float(beta1), float(beta2)
+        self.eps = validation.positive("eps", eps)
+
+    def init_state(self, xp: Any, params: list[Array]) -> dict[str, Any]:
+        return {"step": 0, "slots": [[xp.zeros_like(p), xp.zeros_like(p)] for p in params]}
+
+    def rule(self, xp: Any, p: Array, g: Array, slots: list[Array], lr: float,
+             t: int) -> tuple[Array, list[Array]]:
+        m, v = slots
+        m *= self.beta1
+        m += (1.0 - self.beta1) * g
+        v *= self.beta2
+        g *= g
+        g *= 1.0 - self.beta2
+        v += g
+        step = lr * math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
+        denom = xp.sqrt(v)
+        denom += self.eps
+        p -= step * m / denom
+        return p, [m, v]
+
+    def __repr__(self) -> str:
+        return f"Adam(lr={self.lr}, beta1={self.beta1}, beta2={self.beta2}, eps={self.eps})"
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
+
+
+def get(optimizer: Any) -> Optimizer:
+    """An Optimizer instance, or one by name with default settings."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if isinstance(optimizer, str) and optimizer.lower() in OPTIMIZERS:
+        return OPTIMIZERS[optimizer.lower()]()
+    raise ValueError(f"unknown optimizer {optimizer!r}; expected an Optimizer instance or one of "
+                     f"{', '.join(OPTIMIZERS)}")

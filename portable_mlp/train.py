@@ -1,0 +1,239 @@
+"""Training: ``Trainer.step`` (forward, backward, update) and ``Trainer.fit`` (epochs).
+
+The hot path reads nothing back to the host: the loss stays a 0-d device array.
+Divergence is caught without a per-step sync where a sync costs something: the
+update is then skipped on the device when the loss or gradient is not finite,
+and a sticky "healthy" flag is read back every ``check_every`` steps. On backends
+where reading a value is free (NumPy, torch on CPU), it is read every step.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from portable_mlp import _backend, grad, optim, validation
+from portable_mlp.callbacks import as_callbacks
+from portable_mlp.losses import sum_of_squares
+
+if TYPE_CHECKING:
+    from portable_mlp.model import Sequential
+
+Array = Any
+
+REMEDIES = ("lower the learning rate, set clip_norm (e.g. clip_norm=1.0) to clip the gradients, "
+            "or use fewer layers")
+
+
+class DivergenceError(FloatingPointError):
+    """The loss or a gradient became NaN or inf; the model keeps its last finite state."""
+
+    def __init__(self, step: int, last_loss: float | None, history: dict | None = None) -> None:
+        self.step, self.last_loss, self.history = step, last_loss, history
+        last = "none yet" if last_loss is None else f"{last_loss:.6g}"
+        super().__init__(f"training diverged at step {step}: the loss or a gradient is not "
+                         f"finite (last finite loss: {last}). The model keeps its last finite "
+                         f"parameters. Try: {REMEDIES}.")
+
+
+class Trainer:
+    """Holds a model, a loss, an optimizer (and its state) and trains the model."""
+
+    def __init__(self, model: Sequential, loss: str = "mse", optimizer: Any = "sgd",
+                 l2: float = 0.0, clip_norm: float | None = None, check_every: int = 100) -> None:
+        self._loss_fn = grad.check_loss(model, loss)
+        self.model, self.loss = model, loss
+        self.optimizer = optim.get(optimizer)
+        self.l2 = validation.non_negative("l2", l2)
+        self.clip_norm = validation.positive("clip_norm", clip_norm, allow_none=True)
+        self.check_every = validation.positive("check_every", check_every, integer=True)
+        self.steps = 0                      # completed steps
+        self.stop_training = False          # a callback may set it to end fit
+        self._healthy: Array | None = None  # device flag, on the deferred-check path
+        self._last_loss: Array | None = None
+        self._unchecked = 0
+
+    # --- one step ----------------------------------------------------------
+    def step(self, Xb: Any, Yb: Any) -> Array:
+        """One forward + backward + update on a batch; returns the loss (0-d, on device)."""
+        model = self.model
+        X = validation.features(model, Xb)
+        Y = validation.targets(model, Yb, X.shape[0])
+        return self._step(X, Y)
+
+    def _step(self, X: Array, Y: Array) -> Array:
+        model, xp, placement = self.model, self.model.xp, self.model.placement
+        state = self.optimizer.ensure_state(xp, model.params)
+        loss, grads = grad.loss_and_grads(model, model.params, X, Y, self._loss_fn, self.l2)
+        sq_norm = sum(sum_of_squares(xp, g) for g in grads)
+        if self.clip_norm is not None:
+            scale = xp.minimum(self.clip_norm / (xp.sqrt(sq_norm) + 1e-12), 1.0)
+            grads = [g * scale for g in grads]
+        finite = xp.isfinite(loss) & xp.isfinite(sq_norm)
+        if placement.host_reads_are_free:
+            if not bool(finite):
+                raise DivergenceError(self.steps + 1, self._last_finite_loss())
+            params, state = self.optimizer.update(xp, model.params, grads, state)
+        else:
+            params, state, loss = self._guarded_update(grads, state, finite, loss)
+        model.params, self.optimizer.state = params, state
+        self.steps += 1
+        self._last_loss = loss
+        return loss
+
+    def _guarded_update(self, grads: list[Array], state: dict[str, Any], finite: Array,
+                        loss: Array) -> tuple[list[Array], dict[str, Any], Array]:
+        """Apply the update only while every step so far was finite (no host sync)."""
+        model, xp, placement = self.model, self.model.xp, self.model.placement
+        old_params, old_slots = model.params, state["slots"]
+        if placement.writable:  # the update writes in place: keep the old arrays intact
+            copy = [xp.asarray(p, copy=True) for p in old_params]
+            state = {"step": state["step"],
+                     "slots": [[xp.asarray(s, copy=True) for s in slots] for slots in old_slots]}
+        else:
+            copy = old_params
+        healthy = finite if self._healthy is None else self._healthy & finite
+        params, new_state = self.optimizer.update(xp, copy, grads, state)
+        params = [xp.where(healthy, new, old) for new, old in zip(params, old_params)]
+        slots = [[xp.where(healthy, n, o) for n, o in zip(ns, os)]
+                 for ns, os in zip(new_state["slots"], old_slots)]
+        flat = placement.materialize([*params, *[s for ss in slots for s in ss], loss, healthy])
+        n = len(params)
+        params, rest, (loss, healthy) = flat[:n], flat[n:-2], flat[-2:]
+        it = iter(rest)
+        new_state["slots"] = [[next(it) for _ in ss] for ss in slots]
+        self._healthy = healthy
+        self._unchecked += 1
+        if self._unchecked >= self.check_every:
+            self.check_divergence()
+        return params, new_state, loss
+
+    def check_divergence(self) -> None:
+        """Read the deferred finite flag back; raise if a step was skipped as non-finite."""
+        self._unchecked = 0
+        if self._healthy is not None and not bool(self._healthy):
+            raise DivergenceError(self.steps, None)
+
+    def _last_finite_loss(self) -> float | None:
+        if self._last_loss is None:
+            return None
+        value = float(_backend.to_host(self._last_loss))
+        return value if math.isfinite(value) else None
+
+    # --- epochs --------------------------------------------------------------
+    def fit(self, X: Any, Y: Any, epochs: int = 1000, batch_size: int | None = None,
+            shuffle: bool = True, seed: int | None = 0, callbacks: Iterable[Any] = (),
+            progress: bool = True, validation_data: tuple[Any, Any] | None = None
+            ) -> dict[str, list[float]]:
+        """Train for ``epochs`` passes over (X, Y); return the per-epoch history.
+
+        Data is validated (NaN/inf included) and moved to the model's device once.
+        Calling fit again continues training: the optimizer's state is kept.
+        """
+        model = self.model
+        epochs = validation.positive("epochs", epochs, integer=True)
+        batch_size = validation.positive("batch_size", batch_size, integer=True, allow_none=True)
+        Xd = validation.features(model, X, check_values=True)
+        Yd = validation.targets(model, Y, Xd.shape[0], check_values=True)
+        val = None
+        if validation_data is not None:
+            Xv = validation.features(model, validation_data[0], "validation X", True)
+            val = (Xv, validation.targets(model, validation_data[1], Xv.shape[0],
+                                          "validation Y", True))
+        cbs = as_callbacks(callbacks)
+        rng = np.random.default_rng(validation.check_seed(seed))
+        history: dict[str, list[float]] = {"loss": [], "accuracy": []}
+        if val is not None:
+            history.update(val_loss=[], val_accuracy=[])
+        self.stop_training = False
+        for cb in cbs:
+            cb.on_train_begin(self)
+        bar = _progress_bar(epochs, progress)
+        try:
+            for epoch in range(epochs):
+                logs = self._epoch(Xd, Yd, batch_size, shuffle, rng, val)
+                for key, value in logs.items():
+                    history[key].append(value)
+                bar.update(logs)
+                for cb in cbs:
+                    cb.on_epoch_end(self, epoch, logs)
+                if self.stop_training:
+                    break
+            self.check_divergence()
+        except DivergenceError as exc:
+            exc.history = history
+            raise
+        finally:
+            bar.close()
+        for cb in cbs:
+            cb.on_train_end(self)
+        return history
+
+    def _epoch(self, X: Array, Y: Array, batch_size: int | None, shuffle: bool,
+               rng: np.random.Generator, val: tuple[Array, Array] | None) -> dict[str, float]:
+        xp, n = self.model.xp, X.shape[0]
+        if batch_size is None or batch_size >= n:
+            self._step(X, Y)
+        else:
+            if shuffle:
+                order = self.model.placement.indices(rng.permutation(n))
+                X, Y = xp.take(X, order, axis=0), xp.take(Y, order, axis=0)
+            for start in range(0, n, batch_size):
+                self._step(X[start:start + batch_size, ...], Y[start:start + batch_size, ...])
+        logs = self.evaluate(X, Y)
+        if val is not None:
+            val_logs = self.evaluate(*val)
+            logs.update(val_loss=val_logs["loss"], val_accuracy=val_logs["accuracy"])
+        return logs
+
+    def evaluate(self, X: Array, Y: Array) -> dict[str, float]:
+        """Loss (with the l2 term) and accuracy of the current model on placed data."""
+        model, xp = self.model, self.model.xp
+        out, _ = model.forward(X)
+        value, _ = self._loss_fn(xp, out, Y)
+        value = value + grad.l2_penalty(model, model.params, X.shape[0], self.l2)
+        hits = model.classes_of(out) == model.classes_of(Y)
+        accuracy = xp.mean(xp.astype(hits, out.dtype))
+        return {"loss": float(_backend.to_host(value)),
+                "accuracy": float(_backend.to_host(accuracy))}
+
+
+def fit(model: Sequential, X: Any, Y: Any, loss: str = "mse", optimizer: Any = "sgd",
+        l2: float = 0.0, clip_norm: float | None = None, **fit_kwargs: Any
+        ) -> dict[str, list[float]]:
+    """Shorthand for ``Trainer(model, loss, optimizer, l2, clip_norm).fit(X, Y, ...)``."""
+    return Trainer(model, loss=loss, optimizer=optimizer, l2=l2,
+                   clip_norm=clip_norm).fit(X, Y, **fit_kwargs)
+
+
+class _NoBar:
+    def update(self, logs: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Bar(_NoBar):
+    def __init__(self, epochs: int) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=epochs, unit="epoch", leave=False)
+
+    def update(self, logs: dict[str, float]) -> None:
+        self._bar.set_postfix(loss=f"{logs['loss']:.4g}", acc=f"{logs['accuracy']:.3f}",
+                              refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _progress_bar(epochs: int, progress: bool) -> _NoBar:
+    """A tqdm bar on a terminal; nothing when output is redirected or not wanted."""
+    return _Bar(epochs) if progress and sys.stderr.isatty() else _NoBar()
+
