@@ -38,7 +38,7 @@ _MODULES = {
 _EAGER_HOST = {"numpy", "array_api_strict"}
 
 
-class BackendUnavailable(ImportError):
+class BackendUnavailable(ImportError):  # noqa: N818 - reads as a state, like ImportError
     """A known backend whose library is not installed."""
 
 
@@ -111,7 +111,8 @@ def devices(name: str) -> list[Any]:
         return found
     if name in ("numpy", "dask"):
         return ["cpu"]
-    return list(xp.__array_namespace_info__().devices())
+    # jax lists None among its devices
+    return [d for d in xp.__array_namespace_info__().devices() if d is not None]
 
 
 def device_spec(device: Any) -> str:
@@ -131,13 +132,15 @@ def resolve_device(name: str, spec: Any) -> Any:
     """The device object of backend ``name`` for ``spec`` (None: the default device)."""
     xp = namespace(name)
     if spec is None:
-        return xp.__array_namespace_info__().default_device() if name != "dask" else "cpu"
+        default = xp.__array_namespace_info__().default_device() if name != "dask" else "cpu"
+        return default if default is not None else devices(name)[0]  # jax answers None
     wanted = device_spec(spec)
     for dev in devices(name):
         if device_spec(dev) == wanted:
             return dev
     offered = ", ".join(device_spec(d) for d in devices(name))
-    raise ValueError(f"device {wanted!r} is not available on backend {name!r}; available: {offered}")
+    raise ValueError(f"device {wanted!r} is not available on backend {name!r}; "
+                     f"available: {offered}")
 
 
 # --- dtypes ----------------------------------------------------------------

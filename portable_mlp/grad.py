@@ -83,7 +83,8 @@ def gradcheck(model: Sequential, X: Any, Y: Any, loss: str = "mse", l2: float = 
             numeric = _central_difference(m64, host, i, idx, eps, Xp, Yp, fn, l2)
             err = abs(numeric - g[idx]) / (atol + rtol * abs(numeric))
             if err > worst:
-                worst, where = err, f"params[{i}]{list(idx)}: analytic {g[idx]!r}, numeric {numeric!r}"
+                worst = err
+                where = f"params[{i}]{list(idx)}: analytic {g[idx]!r}, numeric {numeric!r}"
     if worst > 1.0:
         raise GradcheckError(f"gradient check failed for loss {loss!r} at {where} "
                              f"(error {worst:.3g}x the tolerance)")

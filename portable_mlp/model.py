@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -145,10 +146,12 @@ class Sequential:
     def __repr__(self) -> str:
         inner = ", ".join(map(repr, self.pieces))
         p = self.placement
-        return f"Sequential([{inner}], backend={p.backend!r}, device={p.device!r}, dtype={p.dtype!r})"
+        return (f"Sequential([{inner}], backend={p.backend!r}, device={p.device!r}, "
+                f"dtype={p.dtype!r})")
 
 
-def MLP(sizes: Sequence[int], activation: str = "sigmoid", output: str = "sigmoid",
+def MLP(  # noqa: N802 - a constructor, named like the class it builds
+        sizes: Sequence[int], activation: str = "sigmoid", output: str = "sigmoid",
         bias: bool = True, seed: int | None = 0, backend: Any = "numpy", device: Any = None,
         dtype: Any = None, init: str = "uniform") -> Sequential:
     """Shorthand: ``Linear`` layers of ``sizes`` with ``activation`` between them and
@@ -157,7 +160,7 @@ def MLP(sizes: Sequence[int], activation: str = "sigmoid", output: str = "sigmoi
     layers.activation(activation)
     layers.activation(output)
     pieces: list[Piece] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         last = i == len(sizes) - 2
         pieces += [layers.Linear(fan_in, fan_out, bias=bias, init=init),
                    layers.activation(output if last else activation)]

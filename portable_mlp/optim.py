@@ -204,6 +204,6 @@ def get(optimizer: Any) -> Optimizer:
     if isinstance(optimizer, Optimizer):
         return optimizer
     if isinstance(optimizer, str) and optimizer.lower() in OPTIMIZERS:
-        return OPTIMIZERS[optimizer.lower()]()
+        return OPTIMIZERS[optimizer.lower()]()  # type: ignore[call-arg]
     raise ValueError(f"unknown optimizer {optimizer!r}; expected an Optimizer instance or one of "
                      f"{', '.join(OPTIMIZERS)}")

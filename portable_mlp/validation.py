@@ -68,7 +68,7 @@ def positive(name: str, value: Any, *, integer: bool = False, allow_none: bool =
         raise TypeError(f"{name} must be {kind}, got {type(value).__name__} {value!r}")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be positive and finite, got {value!r}")
-    return int(value) if integer else float(value)
+    return int(value) if integer else float(value)  # type: ignore[call-overload]
 
 
 def non_negative(name: str, value: Any) -> float:
@@ -129,6 +129,11 @@ def as_array(model: Sequential, data: Any, name: str, ndim: int, check_values: b
             raise ValueError(f"{name} contains NaN or inf; expected finite values")
         return arr
     foreign = _backend.array_backend(data)
+    if foreign == placement.backend:
+        raise TypeError(
+            f"{name} is on device {_backend.device_spec(_device(data))!r}, but the model is on "
+            f"device {placement.device!r}; move {name} to the model's device first, or the "
+            f"model to the data's with model.to(device=...)")
     if foreign not in (None, "numpy"):
         raise TypeError(
             f"{name} is a {foreign} array on device "

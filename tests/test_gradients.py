@@ -19,7 +19,8 @@ def _data(rng, n, n_in, n_out, loss):
     return X, rng.uniform(0, 1, (n, n_out))
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(activation=st.sampled_from(ACTIVATIONS), n=st.integers(1, 6),
        hidden=st.integers(1, 5), n_out=st.integers(1, 3), bias=st.booleans(),
        l2=st.sampled_from([0.0, 0.3]), seed=st.integers(0, 2**16))

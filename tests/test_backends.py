@@ -1,0 +1,147 @@
+"""Backend behaviour: dtypes honoured or refused, devices, no host sync in a step."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import portable_mlp as pm
+from portable_mlp import _backend
+
+
+def test_unknown_backend_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="expected one of numpy, cupy, torch"):
+        pm.MLP([2, 2], backend="tensorflow")
+
+
+def test_jax_float64_without_x64_is_refused_with_the_fix():
+    pytest.importorskip("jax")
+    code = ("import portable_mlp as pm\n"
+            "try:\n    pm.MLP([2, 2], backend='jax', dtype='float64')\n"
+            "except ValueError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert 'jax.config.update("jax_enable_x64", True)' in out.stdout
+    assert "float64" in out.stdout
+
+
+def test_jax_default_without_x64_is_float32():
+    pytest.importorskip("jax")
+    code = "import portable_mlp as pm; print(pm.MLP([2, 2], backend='jax').placement.dtype)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "float32"
+
+
+def test_float64_on_a_device_without_it_is_refused():
+    pytest.importorskip("array_api_strict")
+    with pytest.raises(ValueError, match="float64 is not available"):
+        pm.MLP([2, 2], backend="array_api_strict", device="no_float64", dtype="float64")
+    model = pm.MLP([2, 2], backend="array_api_strict", device="no_float64")
+    assert model.placement.dtype == "float32"
+
+
+def test_array_api_strict_on_a_second_device(xor_data):
+    xps = pytest.importorskip("array_api_strict")
+    X, Y = xor_data
+    model = pm.MLP([2, 4, 2], seed=0, backend="array_api_strict", device="device1")
+    loss = pm.Trainer(model, optimizer=pm.SGD(lr=1.0)).step(X, Y)
+    assert loss.device == xps.Device("device1")
+    assert all(p.device == xps.Device("device1") for p in model.params)
+    on_default = xps.asarray(X)
+    with pytest.raises(TypeError, match="device"):
+        model(on_default)
+
+
+def test_unknown_device_is_refused():
+    with pytest.raises(ValueError, match="not available on backend 'numpy'"):
+        pm.MLP([2, 2], device="cuda:3")
+
+
+def test_foreign_arrays_are_refused_with_how_to_convert(backend, xp, xor_data):
+    X, _ = xor_data
+    model = pm.MLP([2, 2], backend="numpy")
+    foreign = xp.asarray(X)
+    if backend == "numpy":
+        assert model(foreign).shape == (300, 2)
+        return
+    with pytest.raises(TypeError, match=f"X is a {backend} array.*backend 'numpy'"):
+        model(foreign)
+
+
+def test_model_to_moves_and_keeps_the_network(backend, xor_data):
+    X, _ = xor_data
+    model = pm.MLP([2, 3, 2], seed=3, dtype="float64")
+    moved = model.to(backend, dtype="float32")
+    assert moved.backend == backend and moved.placement.dtype == "float32"
+    np.testing.assert_allclose(_backend.to_host(moved(X)), model(X), rtol=1e-5)
+    back = moved.to("numpy", dtype="float64")
+    np.testing.assert_allclose(back(X), model(X), rtol=1e-6)
+
+
+def test_jax_step_reads_nothing_back_to_the_host(xor_data):
+    jax = pytest.importorskip("jax")
+    X, Y = xor_data
+    model = pm.MLP([2, 4, 2], seed=0, backend="jax", dtype="float32")
+    trainer = pm.Trainer(model, optimizer=pm.Adam(lr=0.01), clip_norm=1.0, check_every=1000)
+    Xd, Yd = model.xp.asarray(X, dtype=model.dtype), model.xp.asarray(Y, dtype=model.dtype)
+    trainer.step(Xd, Yd)  # warm-up: creates the optimizer state
+    with jax.transfer_guard_device_to_host("disallow"):
+        losses = [trainer.step(Xd, Yd) for _ in range(5)]
+    assert float(losses[-1]) < float(losses[0])
+
+
+def test_jax_arrays_are_immutable_and_training_still_works(xor_data):
+    pytest.importorskip("jax")
+    X, Y = xor_data
+    model = pm.MLP([2, 8, 2], seed=2017, backend="jax", dtype="float32")
+    first = model.params[0]
+    initial = np.array(first)
+    history = pm.fit(model, X, Y, optimizer=pm.SGD(lr=2.0, momentum=0.9), epochs=300)
+    np.testing.assert_array_equal(np.asarray(first), initial)  # rebound, never written
+    assert not np.allclose(np.asarray(model.params[0]), initial)
+    assert history["accuracy"][-1] > 0.85
+
+
+class ComputeCounter:
+    """Counts every dask graph execution (compute or persist)."""
+
+    def __init__(self):
+        from dask.callbacks import Callback
+
+        self.count = 0
+        counter = self
+
+        class _Counter(Callback):
+            def _start(self, dsk):
+                counter.count += 1
+
+        self._cb = _Counter()
+
+    def __enter__(self):
+        self._cb.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._cb.__exit__(*exc)
+
+
+def test_dask_step_computes_once_and_keeps_the_graph_bounded(xor_data):
+    pytest.importorskip("dask")
+    X, Y = xor_data
+    model = pm.MLP([2, 4, 2], seed=0, backend="dask", dtype="float64")
+    trainer = pm.Trainer(model, optimizer=pm.SGD(lr=1.0, momentum=0.5), check_every=1000)
+    Xd, Yd = model.xp.asarray(X), model.xp.asarray(Y)
+    trainer.step(Xd, Yd)
+    sizes = []
+    with ComputeCounter() as counter:
+        for _ in range(6):
+            trainer.step(Xd, Yd)
+            sizes.append(max(len(p.__dask_graph__()) for p in model.params))
+    assert counter.count <= 6, "more than one persist per step"
+    assert sizes[-1] == sizes[0], f"graph grows step after step: {sizes}"
+    reference = pm.MLP([2, 4, 2], seed=0, dtype="float64")
+    ref_trainer = pm.Trainer(reference, optimizer=pm.SGD(lr=1.0, momentum=0.5))
+    for _ in range(7):
+        ref_trainer.step(X, Y)
+    for a, b in zip(model.host_params(), reference.params):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
