@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from portable_mlp import validation
@@ -78,11 +80,11 @@ def spirals(n: int = 300, n_classes: int = 3, noise: float = 0.2, seed: int | No
     return _noisy_shuffled(rng, np.concatenate(parts), y, 0.0)
 
 
-def _at_least(name: str, value: object, low: int) -> int:
-    value = validation.positive(name, value, integer=True)
-    if value < low:
-        raise ValueError(f"{name} must be at least {low}, got {value!r}")
-    return value
+def _at_least(name: str, value: Any, low: int) -> int:
+    number: int = validation.positive(name, value, integer=True)
+    if number < low:
+        raise ValueError(f"{name} must be at least {low}, got {number!r}")
+    return number
 
 
 def _noisy_shuffled(rng: np.random.Generator, X: np.ndarray, y: np.ndarray, noise: float
