@@ -11,7 +11,7 @@ animates them over training (both need ``pip install 'portable_mlp[plot]'``).
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import math
 import sys
 import time
@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 import portable_mlp as pm
 from portable_mlp import _backend
+from portable_mlp.train import shows_progress
 
 PROG = "portable-mlp"
 DATASETS = ("xor", "moons", "circles", "spirals")
@@ -181,15 +182,13 @@ def describe(args: argparse.Namespace, sizes: list[int], data: str, model: pm.Se
 
 
 def run_training(args: argparse.Namespace) -> int:
-    plot: Any = None
-    if args.plot or args.gif:
-        plot = importlib.import_module("portable_mlp.plot")  # explains how to install it
     if args.plot:
         check_writable(args.plot, "--plot", (".png", ".svg", ".pdf", ".jpg", ".jpeg"))
     if args.gif:
         check_writable(args.gif, "--gif", (".gif",))
-    if args.gif and args.plot and args.gif.resolve() == args.plot.resolve():
-        raise ValueError("--plot and --gif name the same file")
+    plot: Any = None
+    if args.plot or args.gif:
+        plot = importlib.import_module("portable_mlp.plot")  # explains how to install it
 
     X, y, data = load_data(args)
     n_classes = int(y.max()) + 1
@@ -204,8 +203,7 @@ def run_training(args: argparse.Namespace) -> int:
     trainer = pm.Trainer(model, loss=args.loss, optimizer=optimizer, l2=args.l2)
     title = describe(args, sizes, data, model)
 
-    bar = (not args.quiet and sys.stderr.isatty()
-           and importlib.util.find_spec("tqdm") is not None)
+    bar = shows_progress(not args.quiet)
     callbacks: list[Any] = []
     if not args.quiet and not bar:
         every = max(1, args.epochs // 10)
