@@ -171,8 +171,9 @@ def check_writable(path: Path, flag: str, suffixes: tuple[str, ...]) -> None:
         path.unlink()
 
 
-def describe(args: argparse.Namespace, sizes: list[int], data: str, model: pm.Sequential
+def title_of(args: argparse.Namespace, sizes: list[int], data: str, model: pm.Sequential
              ) -> str:
+    """One line that names the run: network, data, loss, optimizer and placement."""
     net = "-".join(map(str, sizes)) + f" {args.activation}" + (" no bias" if args.no_bias else "")
     opt = (f"SGD lr {args.lr:g} momentum {args.momentum:g}" if args.optimizer == "sgd"
            else f"Adam lr {args.lr:g}")
@@ -201,7 +202,7 @@ def run_training(args: argparse.Namespace) -> int:
     optimizer = (pm.SGD(lr=args.lr, momentum=args.momentum) if args.optimizer == "sgd"
                  else pm.Adam(lr=args.lr))
     trainer = pm.Trainer(model, loss=args.loss, optimizer=optimizer, l2=args.l2)
-    title = describe(args, sizes, data, model)
+    title = title_of(args, sizes, data, model)
 
     bar = shows_progress(not args.quiet)
     callbacks: list[Any] = []

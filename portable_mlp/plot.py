@@ -90,7 +90,9 @@ class _Scene(NamedTuple):
     resolution: int
 
 
-def _scene(model: Sequential, X: Any, y: Any, resolution: int, margin: float = 0.1) -> _Scene:
+def _scene(model: Sequential, X: Any, y: Any | None, resolution: int, margin: float = 0.1
+           ) -> _Scene:
+    """Check the data, bring it to the host, and lay a grid over it (``y`` None: no labels)."""
     if model.n_features != 2:
         raise ValueError(f"a decision boundary needs a model with 2 inputs; this one has "
                          f"{model.n_features}")
@@ -100,7 +102,7 @@ def _scene(model: Sequential, X: Any, y: Any, resolution: int, margin: float = 0
         raise ValueError(f"X must be a non-empty (n, 2) array, got shape {Xh.shape}")
     if not np.isfinite(Xh).all():
         raise ValueError("X contains NaN or inf; expected finite values")
-    yh = np.asarray(_backend.to_host(y))
+    yh = np.zeros(Xh.shape[0], np.int64) if y is None else np.asarray(_backend.to_host(y))
     if yh.ndim == 2:  # one-hot
         yh = yh.argmax(axis=1)
     if yh.shape != (Xh.shape[0],) or not np.issubdtype(yh.dtype, np.integer) or yh.min() < 0:
@@ -123,9 +125,10 @@ def decision_regions(model: Sequential, X: Any, resolution: int = 200
     """The model's predicted class over a ``resolution`` x ``resolution`` grid covering ``X``.
 
     Returns the classes (host int64, rows from the bottom of the grid up) and the grid's extent
-    ``(x0_min, x0_max, x1_min, x1_max)``. The model runs on its own backend and device.
+    ``(left, right, bottom, top)``: the range of X's first column, then of its second, each
+    widened by 10%. The model runs on its own backend and device.
     """
-    scene = _scene(model, X, np.zeros(np.shape(_backend.to_host(X))[0], np.int64), resolution)
+    scene = _scene(model, X, None, resolution)
     return _predict_grid(model, scene), scene.extent
 
 
