@@ -279,7 +279,7 @@ def animate_training(model: Sequential, snapshots: Snapshots, X: Any, y: Any,
         canvas.draw()
         fig.set_layout_engine("none")  # laid out once, on the first frame
         rgb = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])
-        images.append(rgb.quantize(colors=64, method=Image.Quantize.MEDIANCUT))
+        images.append(rgb.quantize(colors=128, method=Image.Quantize.MEDIANCUT))
     frame_ms = max(20, round(1000 / fps))
     durations = [frame_ms] * (len(images) - 1) + [max(frame_ms, 1500)]
     images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
