@@ -84,6 +84,9 @@ def describe(name: str) -> dict[str, Any]:
     except BackendUnavailable as exc:
         found["problem"] = str(exc)
         return found
+    except Exception as exc:  # installed, but fails on import
+        found.update(installed=True, problem=f"{type(exc).__name__}: {exc}")
+        return found
     found["installed"] = True
     found["version"] = str(getattr(sys.modules[module.split(".")[0]], "__version__", "unknown"))
     try:
@@ -193,7 +196,8 @@ def resolve_dtype(name: str, device: Any, dtype: Any) -> Any:
         hint = ""
         if name == "jax":
             hint = (" JAX keeps float64 off by default: call "
-                    "jax.config.update(\"jax_enable_x64\", True) before creating arrays.")
+                    "jax.config.update(\"jax_enable_x64\", True) before creating arrays, "
+                    "or set the environment variable JAX_ENABLE_X64=1.")
         raise ValueError(f"dtype {dname} is not available on backend {name!r}, device "
                          f"{device_spec(device)!r} (it offers {', '.join(available)}).{hint}")
     return available[dname]
