@@ -179,3 +179,9 @@ def test_unwritable_outputs_are_refused_before_training(tmp_path, flag, name, fr
     (tmp_path / "a-dir.png").mkdir()
     assert_user_error(run("xor", flag, name, cwd=tmp_path), f"{flag} {name}", fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-dir.png"]  # nothing left behind
+
+
+def test_install_hints_are_pip_commands_one_extra_each():
+    assert _backend.install_hint("torch") == "pip install 'portable_mlp[torch]'"
+    assert _backend.install_hint("cupy") == ("pip install 'portable_mlp[cuda12]' or "
+                                             "pip install 'portable_mlp[cuda13]'")
