@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -54,13 +55,49 @@ def check_name(name: str) -> str:
 @functools.cache
 def namespace(name: str) -> ModuleType:
     """The standard-compliant namespace of backend ``name`` (imported on first use)."""
-    module, ns, extra = _MODULES[check_name(name)]
+    module, ns, _ = _MODULES[check_name(name)]
     try:
         importlib.import_module(module)
         return importlib.import_module(ns)
     except ImportError as exc:
-        hint = f"pip install 'portable_mlp[{extra}]'" if extra else "pip install numpy"
-        raise BackendUnavailable(f"backend {name!r} is not installed ({exc}); try: {hint}") from exc
+        raise BackendUnavailable(f"backend {name!r} is not installed ({exc}); "
+                                 f"try: {install_hint(name)}") from exc
+
+
+def install_hint(name: str) -> str:
+    """The pip command that installs backend ``name`` with portable_mlp."""
+    extra = _MODULES[check_name(name)][2]
+    if extra is None:
+        return "pip install numpy"
+    return " or ".join(f"pip install 'portable_mlp[{e}]'" for e in extra.split(" or "))
+
+
+def describe(name: str) -> dict[str, Any]:
+    """What ``portable-mlp info`` shows for a backend: whether it is installed (and the pip
+    extra that installs it), its version, its devices and its default device and float dtype."""
+    module, _, extra = _MODULES[check_name(name)]
+    found: dict[str, Any] = {"backend": name, "installed": False, "extra": extra, "version": None,
+                             "devices": [], "default_device": None, "default_dtype": None,
+                             "problem": None}
+    try:
+        namespace(name)
+    except BackendUnavailable as exc:
+        found["problem"] = str(exc)
+        return found
+    except Exception as exc:  # installed, but fails on import
+        found.update(installed=True, problem=f"{type(exc).__name__}: {exc}")
+        return found
+    found["installed"] = True
+    found["version"] = str(getattr(sys.modules[module.split(".")[0]], "__version__", "unknown"))
+    try:
+        device = resolve_device(name, None)
+        # JAX lists None, its uncommitted default placement, beside the real devices
+        found["devices"] = [device_spec(d) for d in devices(name) if d is not None]
+        found["default_device"] = found["devices"][0] if device is None else device_spec(device)
+        found["default_dtype"] = dtype_name(resolve_dtype(name, device, None))
+    except Exception as exc:  # imports, but cannot reach a device (CuPy without a usable GPU)
+        found["problem"] = f"{type(exc).__name__}: {exc}"
+    return found
 
 
 def name_of_namespace(xp: Any) -> str:
@@ -162,7 +199,8 @@ def resolve_dtype(name: str, device: Any, dtype: Any) -> Any:
         hint = ""
         if name == "jax":
             hint = (" JAX keeps float64 off by default: call "
-                    "jax.config.update(\"jax_enable_x64\", True) before creating arrays.")
+                    "jax.config.update(\"jax_enable_x64\", True) before creating arrays, "
+                    "or set the environment variable JAX_ENABLE_X64=1.")
         raise ValueError(f"dtype {dname} is not available on backend {name!r}, device "
                          f"{device_spec(device)!r} (it offers {', '.join(available)}).{hint}")
     return available[dname]

@@ -9,6 +9,7 @@ where reading a value is free (NumPy, torch on CPU), it is read every step.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import sys
 from collections.abc import Iterable
@@ -233,7 +234,13 @@ class _Bar(_NoBar):
         self._bar.close()
 
 
+def shows_progress(progress: bool = True) -> bool:
+    """Whether ``fit(progress=progress)`` draws a bar: wanted, on a terminal (stderr), and
+    tqdm (the 'progress' extra) installed."""
+    return bool(progress) and sys.stderr.isatty() and importlib.util.find_spec("tqdm") is not None
+
+
 def _progress_bar(epochs: int, progress: bool) -> _NoBar:
     """A tqdm bar on a terminal; nothing when output is redirected or not wanted."""
-    return _Bar(epochs) if progress and sys.stderr.isatty() else _NoBar()
+    return _Bar(epochs) if shows_progress(progress) else _NoBar()
 
