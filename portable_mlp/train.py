@@ -205,26 +205,27 @@ class Trainer:
         if val is not None:
             history.update(val_loss=[], val_accuracy=[])
         self.stop_training = self._interrupted = False
-        for cb in cbs:
-            cb.on_train_begin(self)
-        bar = _progress_bar(epochs, progress)
         ends: list[int] = []  # the step count at the end of each epoch in history
-        try:
-            with self._defer_sigint():
+        with self._defer_sigint():
+            for cb in cbs:
+                cb.on_train_begin(self)
+            bar = _progress_bar(epochs, progress)
+            try:
                 self._epochs(Xd, Yd, epochs, batch_size, shuffle, rng, val, cbs, history, bar,
                              ends)
-            self.check_divergence()
-        except DivergenceError as exc:
-            # the deferred check finds a divergence late: drop the epochs after it
-            kept = sum(1 for end in ends if end < exc.step)
-            exc.history = {key: values[:kept] for key, values in history.items()}
-            raise
-        finally:
-            bar.close()
+                self.check_divergence()
+            except DivergenceError as exc:
+                # the deferred check finds a divergence late: drop the epochs after it
+                kept = sum(1 for end in ends if end < exc.step)
+                exc.history = {key: values[:kept] for key, values in history.items()}
+                raise
+            finally:
+                bar.close()
+            if not self._interrupted:
+                for cb in cbs:
+                    cb.on_train_end(self)
         if self._interrupted:
             raise TrainingInterrupted(self.steps, history)
-        for cb in cbs:
-            cb.on_train_end(self)
         return history
 
     def _epochs(self, Xd: Array, Yd: Array, epochs: int, batch_size: int | None, shuffle: bool,
@@ -275,7 +276,8 @@ class Trainer:
             for start in range(0, n, batch_size):
                 if self._interrupted:
                     return None
-                self._step(X[start:start + batch_size, ...], Y[start:start + batch_size, ...])
+                stop = min(start + batch_size, n)  # out-of-bounds stops are not standard
+                self._step(X[start:stop, ...], Y[start:stop, ...])
         logs = self.evaluate(X, Y)
         if val is not None:
             val_logs = self.evaluate(*val)
