@@ -138,3 +138,19 @@ def test_save_refuses_non_finite_parameters_and_keeps_the_old_file(tmp_path):
         pm.save(model, path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["model.safetensors"]
+
+
+def test_deferred_check_reads_nothing_back_on_jax(xor_data):
+    """On JAX the divergence check adds no device-to-host transfer per step."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    X, Y = xor_data
+    model = pm.MLP([2, 3, 2], seed=0, backend="jax")
+    trainer = pm.Trainer(model, optimizer=pm.Adam(lr=0.01), check_every=1000)
+    Xd, Yd = model.placement.from_host(X), model.placement.from_host(Y)
+    trainer.step(Xd, Yd)  # compile outside the guard
+    with jax.transfer_guard_device_to_host("disallow"):
+        for _ in range(5):
+            trainer.step(Xd, Yd)
+    trainer.check_divergence()
+    assert trainer.steps == 6
