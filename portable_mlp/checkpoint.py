@@ -42,6 +42,7 @@ FORMAT = "portable_mlp"
 FORMAT_VERSION = "1"
 MAX_HEADER = 100 * 1024 * 1024     # bytes; a longer header is refused before it is read
 MAX_NDIM = 8
+MAX_TOKENS = 1_000_000  # JSON values in one header: bounds the memory a parse takes
 MAX_DIM = 2**40
 # safetensors dtype codes that a portable_mlp checkpoint may hold
 DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
@@ -190,7 +191,11 @@ def _no_constant(name: str) -> Any:
     raise _bad(f"the header holds the non-JSON constant {name}")
 
 
-def _json(text: str | bytes, what: str) -> Any:
+def _json(text: str, what: str) -> Any:
+    # JSON values cost far more memory than their bytes: bound their number first
+    tokens = text.count(",") + text.count(":") + text.count("[") + text.count("{")
+    if tokens > MAX_TOKENS:
+        raise _bad(f"{what} holds over {MAX_TOKENS} JSON values")
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors

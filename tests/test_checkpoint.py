@@ -241,6 +241,8 @@ HOSTILE = {
     "NaN constant": (lambda d: _join(None, b"", b'{"a": NaN}'), "non-JSON constant NaN"),
     "deep nesting": (lambda d: _join(None, b"", b'{"a":' + b"[" * 100000 + b"}"),
                      "nested too deeply"),
+    "too many values": (lambda d: _join(None, b"", b'{"a":[' + b"0," * 2_000_000 + b'0]}'),
+                        "over 1000000 JSON values"),
     "duplicate name": (_edit(_dup), "names 'param.0' twice"),
     "NUL in name": (_edit(lambda h, b: h.update({"param.0\0": h.pop("param.0")})),
                     "holds a NUL byte"),
