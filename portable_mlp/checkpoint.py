@@ -45,7 +45,7 @@ MAX_NDIM = 8
 MAX_TOKENS = 1_000_000  # JSON values in one header: bounds the memory a parse takes
 MAX_DIM = 2**40
 # safetensors dtype codes that a portable_mlp checkpoint may hold
-DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
+DTYPES: dict[str, np.dtype[Any]] = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
 CODES = {"float32": "F32", "float64": "F64"}
 ALL_CODES = ("BOOL", "U8", "I8", "U16", "I16", "F16", "BF16", "U32", "I32", "F32", "U64",
              "I64", "F64", "F8_E4M3", "F8_E5M2")
@@ -212,11 +212,11 @@ def _int(value: Any, what: str) -> int:
     return value
 
 
-def parse(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def parse(raw_data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Strictly parse safetensors bytes into host arrays and the metadata."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"data must be bytes, got {type(data).__name__}")
-    data = memoryview(data).cast("B")
+    if not isinstance(raw_data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(raw_data).__name__}")
+    data = memoryview(raw_data).cast("B")
     size = len(data)
     if size < 8:
         raise _bad(f"the file is {size} bytes long, shorter than the 8-byte header length")

@@ -159,6 +159,9 @@ def test_integer_and_boolean_x_are_cast(xor_data):
     (lambda: pm.one_hot(np.array([True, False]), 2), TypeError, "integer labels"),
     (lambda: pm.one_hot(np.array([0.0, 1.0]), 2), TypeError, "integer labels"),
     (lambda: pm.load("x.safetensors", backend="mxnet"), ValueError, "unknown backend 'mxnet'"),
+    (lambda: pm.Trainer("model"), TypeError, "model must be a portable_mlp model"),
+    (lambda: pm.value_and_grad(None, np.zeros((2, 2)), np.zeros((2, 2))), TypeError,
+     "model must be a portable_mlp model"),
 ])
 def test_constructors_and_names_are_checked(make, exc, fragment):
     with pytest.raises(exc, match=fragment):
