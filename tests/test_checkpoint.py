@@ -125,7 +125,7 @@ def test_determinism_same_seed_same_bits(backend):
     runs = []
     for _ in range(2):
         model = pm.MLP([2, 5, 2], seed=11, backend=backend)
-        history = pm.fit(model, X, Y, optimizer=pm.Adam(lr=0.05), epochs=2, batch_size=25,
+        history = pm.fit(model, X, Y, optimizer=pm.Adam(lr=0.05), epochs=2, batch_size=30,
                          seed=4, progress=False)
         runs.append((model.host_params(), history))
     (p0, h0), (p1, h1) = runs

@@ -18,6 +18,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 posix_only = pytest.mark.skipif(os.name != "posix", reason="signals as on POSIX")
 
 
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler: a shell without job control starts background jobs
+    with SIGINT ignored, and fit leaves an ignored or foreign handler alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _setup(batch_size):
     X, y = pm.datasets.xor(n=300, seed=0)
     Y = np.asarray(pm.one_hot(y, 2))
@@ -42,6 +51,7 @@ def _assert_same_params(a, b):
 
 
 @posix_only
+@pytest.mark.usefixtures("default_sigint")
 def test_sigint_stops_at_a_step_boundary_with_history():
     trainer, X, Y = _setup(30)
 
@@ -49,18 +59,19 @@ def test_sigint_stops_at_a_step_boundary_with_history():
         if epoch == 2:
             os.kill(os.getpid(), signal.SIGINT)
 
-    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(pm.TrainingInterrupted) as info:
         trainer.fit(X, Y, epochs=50, batch_size=30, shuffle=False, progress=False,
                     callbacks=[press_ctrl_c])
     assert isinstance(info.value, KeyboardInterrupt)
-    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert len(info.value.history["loss"]) == 3 and info.value.step == trainer.steps == 30
     _assert_same_params(trainer.model.host_params(), _replay(30, 30).model.host_params())
 
 
 TRAIN = textwrap.dedent("""
+    import signal
     import sys
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
     import numpy as np
     import portable_mlp as pm
     sys.path.insert(0, {tests!r})
@@ -140,3 +151,16 @@ def test_sigkill_during_save_leaves_a_loadable_checkpoint(tmp_path):
         params = pm.load(path).host_params()
         assert any(all(np.array_equal(a, b) for a, b in zip(params, c, strict=True))
                    for c in candidates)
+
+
+@posix_only
+def test_an_ignored_sigint_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        trainer, X, Y = _setup(30)
+        trainer.fit(X, Y, epochs=3, progress=False,
+                    callbacks=[lambda t, e, logs: os.kill(os.getpid(), signal.SIGINT)])
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert trainer.steps == 3
+    finally:
+        signal.signal(signal.SIGINT, previous)
