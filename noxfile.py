@@ -58,7 +58,7 @@ def lite(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "portable_mlp", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "portable_mlp", "tests", "benchmarks", "scripts", "noxfile.py")
 
 
 @nox.session
@@ -74,3 +74,11 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[bench,jax,dask]")
     session.run("pytest", "benchmarks", "--benchmark-only",
                 "--benchmark-json=benchmarks/results/bench.json", *session.posargs)
+
+
+@nox.session(default=False)
+def reliability(session: nox.Session) -> None:
+    """The long reliability runs: a million fuzzed checkpoints, a million XOR steps."""
+    install(session, "numpy")
+    session.run("python", "scripts/fuzz_loader.py", "--n", "1000000")
+    session.run("python", "scripts/memory_flat.py", "--steps", "1000000")

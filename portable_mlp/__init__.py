@@ -7,18 +7,20 @@ array-api-strict. See README.md for a tour.
 from portable_mlp import datasets, initializers, losses, optim
 from portable_mlp._backend import BACKENDS, BackendUnavailable
 from portable_mlp.callbacks import Callback, EarlyStopping, LambdaCallback
+from portable_mlp.checkpoint import Checkpoint, load, load_optimizer, save
 from portable_mlp.encoding import one_hot
 from portable_mlp.grad import GradcheckError, gradcheck, value_and_grad
 from portable_mlp.layers import Identity, Linear, Piece, ReLU, Sigmoid, Softmax, Tanh
 from portable_mlp.model import MLP, Sequential
 from portable_mlp.optim import SGD, Adam, Optimizer
-from portable_mlp.train import DivergenceError, Trainer, fit
+from portable_mlp.train import DivergenceError, Trainer, TrainingInterrupted, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKENDS", "MLP", "SGD", "Adam", "BackendUnavailable", "Callback", "DivergenceError",
-    "EarlyStopping", "GradcheckError", "Identity", "LambdaCallback", "Linear", "Optimizer",
-    "Piece", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "Trainer", "datasets", "fit",
-    "gradcheck", "initializers", "losses", "one_hot", "optim", "value_and_grad",
+    "BACKENDS", "MLP", "SGD", "Adam", "BackendUnavailable", "Callback", "Checkpoint",
+    "DivergenceError", "EarlyStopping", "GradcheckError", "Identity", "LambdaCallback", "Linear",
+    "Optimizer", "Piece", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "Trainer",
+    "TrainingInterrupted", "datasets", "fit", "gradcheck", "initializers", "load",
+    "load_optimizer", "losses", "one_hot", "optim", "save", "value_and_grad",
 ]

@@ -169,8 +169,11 @@ def resolve_device(name: str, spec: Any) -> Any:
     """The device object of backend ``name`` for ``spec`` (None: the default device)."""
     xp = namespace(name)
     if spec is None:
-        default = xp.__array_namespace_info__().default_device() if name != "dask" else "cpu"
-        return default if default is not None else devices(name)[0]  # jax answers None
+        if name == "dask":
+            return "cpu"
+        default = xp.__array_namespace_info__().default_device()
+        # JAX answers None ("wherever JAX puts it"): name the device its arrays land on
+        return default if default is not None else compat.device(xp.zeros(0))
     wanted = device_spec(spec)
     for dev in devices(name):
         if device_spec(dev) == wanted:

@@ -16,6 +16,7 @@ Array = Any
 
 def check_loss(model: Sequential, loss: str) -> losses.Loss:
     """The loss function, refusing a logit loss on a model that does not output logits."""
+    validation.check_model(model)
     fn = losses.get(loss)
     if loss in losses.LOGIT_LOSSES and not isinstance(model.pieces[-1],
                                                        (layers.Identity, layers.Linear)):

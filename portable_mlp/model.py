@@ -120,7 +120,7 @@ class Sequential:
 
     def __call__(self, X: Any) -> Array:
         """The forward pass: output activations for ``X`` (host data is moved here)."""
-        return self.forward(validation.features(self, X, "X"))[0]
+        return self.forward(validation.features(self, X, "X", check_values=True))[0]
 
     def predict(self, X: Any) -> Array:
         """Class indices: argmax of the output (one output: thresholded)."""

@@ -9,10 +9,13 @@ where reading a value is free (NumPy, torch on CPU), it is read every step.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
+import signal
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,14 +34,32 @@ REMEDIES = ("lower the learning rate, set clip_norm (e.g. clip_norm=1.0) to clip
 
 
 class DivergenceError(FloatingPointError):
-    """The loss or a gradient became NaN or inf; the model keeps its last finite state."""
+    """The loss or a gradient became NaN or inf; the model keeps its last finite state.
+
+    ``step`` is the (1-based) step that went non-finite, ``last_loss`` the last finite
+    loss (None if there was none), ``history`` the per-epoch history so far (set by fit).
+    """
 
     def __init__(self, step: int, last_loss: float | None, history: dict | None = None) -> None:
         self.step, self.last_loss, self.history = step, last_loss, history
         last = "none yet" if last_loss is None else f"{last_loss:.6g}"
         super().__init__(f"training diverged at step {step}: the loss or a gradient is not "
-                         f"finite (last finite loss: {last}). The model keeps its last finite "
-                         f"parameters. Try: {REMEDIES}.")
+                         f"finite (last finite loss: {last}). The model and the optimizer keep "
+                         f"their last finite state. Try: {REMEDIES}.")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during ``fit``: training stopped at a step boundary.
+
+    The model holds the parameters of the last completed step (``step``); ``history``
+    holds the epochs completed so far. It is a KeyboardInterrupt, so code that does
+    not catch it stops as on any Ctrl-C.
+    """
+
+    def __init__(self, step: int, history: dict[str, list[float]]) -> None:
+        self.step, self.history = step, history
+        super().__init__(f"training interrupted after step {step}; "
+                         f"{len(history['loss'])} epochs are in .history")
 
 
 class Trainer:
@@ -56,7 +77,10 @@ class Trainer:
         self.stop_training = False          # a callback may set it to end fit
         self._healthy: Array | None = None  # device flag, on the deferred-check path
         self._last_loss: Array | None = None
+        self._good_loss: Array | None = None  # deferred path: last finite loss, on device
+        self._skipped: Array | None = None    # deferred path: steps skipped as non-finite
         self._unchecked = 0
+        self._interrupted = False           # set by the SIGINT handler during fit
 
     # --- one step ----------------------------------------------------------
     def step(self, Xb: Any, Yb: Any) -> Array:
@@ -102,27 +126,48 @@ class Trainer:
         params = [xp.where(healthy, new, old) for new, old in zip(params, old_params)]
         slots = [[xp.where(healthy, n, o) for n, o in zip(ns, os)]
                  for ns, os in zip(new_state["slots"], old_slots)]
-        flat = placement.materialize([*params, *[s for ss in slots for s in ss], loss, healthy])
+        good_loss = loss if self._good_loss is None else xp.where(healthy, loss, self._good_loss)
+        skip = xp.astype(~healthy, placement.int_dtype)
+        skipped = skip if self._skipped is None else self._skipped + skip
+        flat = placement.materialize([*params, *[s for ss in slots for s in ss], loss, healthy,
+                                      good_loss, skipped])
         n = len(params)
-        params, rest, (loss, healthy) = flat[:n], flat[n:-2], flat[-2:]
+        params, rest = flat[:n], flat[n:-4]
+        loss, healthy, self._good_loss, self._skipped = flat[-4:]
         it = iter(rest)
         new_state["slots"] = [[next(it) for _ in ss] for ss in slots]
         self._healthy = healthy
         self._unchecked += 1
         if self._unchecked >= self.check_every:
-            self.check_divergence()
+            self._check(pending=1)  # this step is not counted yet
         return params, new_state, loss
 
     def check_divergence(self) -> None:
-        """Read the deferred finite flag back; raise if a step was skipped as non-finite."""
-        self._unchecked = 0
-        if self._healthy is not None and not bool(self._healthy):
-            raise DivergenceError(self.steps, None)
+        """Read the deferred finite flag back; raise if a step was skipped as non-finite.
 
-    def _last_finite_loss(self) -> float | None:
-        if self._last_loss is None:
+        The skipped steps left the parameters and the optimizer's slots untouched; the
+        step counts are put back to the last finite step, and the flag is reset so that
+        training can go on (e.g. with a lower learning rate).
+        """
+        self._check(pending=0)
+
+    def _check(self, pending: int) -> None:
+        self._unchecked = 0
+        if self._healthy is None or bool(self._healthy):
+            return
+        skipped = int(_backend.to_host(self._skipped)) - pending
+        last = self._last_finite_loss(self._good_loss)
+        self.steps -= skipped
+        if self.optimizer.state is not None:
+            self.optimizer.state["step"] -= skipped
+        self._healthy = self._good_loss = self._skipped = None
+        raise DivergenceError(self.steps + 1, last)
+
+    def _last_finite_loss(self, loss: Array | None = None) -> float | None:
+        loss = self._last_loss if loss is None else loss
+        if loss is None:
             return None
-        value = float(_backend.to_host(self._last_loss))
+        value = float(_backend.to_host(loss))
         return value if math.isfinite(value) else None
 
     # --- epochs --------------------------------------------------------------
@@ -132,8 +177,15 @@ class Trainer:
             ) -> dict[str, list[float]]:
         """Train for ``epochs`` passes over (X, Y); return the per-epoch history.
 
-        Data is validated (NaN/inf included) and moved to the model's device once.
+        Data is validated (NaN/inf included) and moved to the model's device once;
+        any bad argument raises before the model or the optimizer is touched.
         Calling fit again continues training: the optimizer's state is kept.
+
+        A non-finite loss or gradient raises ``DivergenceError`` (the model and the
+        optimizer keep their last finite state; ``exc.history`` holds the history).
+        Ctrl-C (SIGINT, main thread only) stops at the next step boundary and raises
+        ``TrainingInterrupted``, a KeyboardInterrupt whose ``.history`` holds the
+        completed epochs; the model holds the last completed step's parameters.
         """
         model = self.model
         epochs = validation.positive("epochs", epochs, integer=True)
@@ -142,6 +194,9 @@ class Trainer:
         Yd = validation.targets(model, Y, Xd.shape[0], check_values=True)
         val = None
         if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data must be a pair (X_val, Y_val), got "
+                                f"{type(validation_data).__name__}")
             Xv = validation.features(model, validation_data[0], "validation X", True)
             val = (Xv, validation.targets(model, validation_data[1], Xv.shape[0],
                                           "validation Y", True))
@@ -150,32 +205,68 @@ class Trainer:
         history: dict[str, list[float]] = {"loss": [], "accuracy": []}
         if val is not None:
             history.update(val_loss=[], val_accuracy=[])
-        self.stop_training = False
-        for cb in cbs:
-            cb.on_train_begin(self)
-        bar = _progress_bar(epochs, progress)
-        try:
-            for epoch in range(epochs):
-                logs = self._epoch(Xd, Yd, batch_size, shuffle, rng, val)
-                for key, value in logs.items():
-                    history[key].append(value)
-                bar.update(logs)
+        self.stop_training = self._interrupted = False
+        ends: list[int] = []  # the step count at the end of each epoch in history
+        with self._defer_sigint():
+            for cb in cbs:
+                cb.on_train_begin(self)
+            bar = _progress_bar(epochs, progress)
+            try:
+                self._epochs(Xd, Yd, epochs, batch_size, shuffle, rng, val, cbs, history, bar,
+                             ends)
+                self.check_divergence()
+            except DivergenceError as exc:
+                # the deferred check finds a divergence late: drop the epochs after it
+                kept = sum(1 for end in ends if end < exc.step)
+                exc.history = {key: values[:kept] for key, values in history.items()}
+                raise
+            finally:
+                bar.close()
+            if not self._interrupted:
                 for cb in cbs:
-                    cb.on_epoch_end(self, epoch, logs)
-                if self.stop_training:
-                    break
-            self.check_divergence()
-        except DivergenceError as exc:
-            exc.history = history
-            raise
-        finally:
-            bar.close()
-        for cb in cbs:
-            cb.on_train_end(self)
+                    cb.on_train_end(self)
+        if self._interrupted:
+            raise TrainingInterrupted(self.steps, history)
         return history
 
+    def _epochs(self, Xd: Array, Yd: Array, epochs: int, batch_size: int | None, shuffle: bool,
+                rng: np.random.Generator, val: tuple[Array, Array] | None, cbs: list[Any],
+                history: dict[str, list[float]], bar: _NoBar, ends: list[int]) -> None:
+        for epoch in range(epochs):
+            if self._interrupted:
+                return
+            logs = self._epoch(Xd, Yd, batch_size, shuffle, rng, val)
+            if logs is None:  # interrupted within the epoch
+                return
+            for key, value in logs.items():
+                history[key].append(value)
+            ends.append(self.steps)
+            bar.update(logs)
+            for cb in cbs:
+                cb.on_epoch_end(self, epoch, logs)
+            if self.stop_training:
+                return
+
+    @contextlib.contextmanager
+    def _defer_sigint(self) -> Iterator[None]:
+        """Turn Ctrl-C into a flag read at step boundaries (main thread, default handler)."""
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            self._interrupted = True
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
     def _epoch(self, X: Array, Y: Array, batch_size: int | None, shuffle: bool,
-               rng: np.random.Generator, val: tuple[Array, Array] | None) -> dict[str, float]:
+               rng: np.random.Generator, val: tuple[Array, Array] | None
+               ) -> dict[str, float] | None:
         xp, n = self.model.xp, X.shape[0]
         if batch_size is None or batch_size >= n:
             self._step(X, Y)
@@ -184,7 +275,10 @@ class Trainer:
                 order = self.model.placement.indices(rng.permutation(n))
                 X, Y = xp.take(X, order, axis=0), xp.take(Y, order, axis=0)
             for start in range(0, n, batch_size):
-                self._step(X[start:start + batch_size, ...], Y[start:start + batch_size, ...])
+                if self._interrupted:
+                    return None
+                stop = min(start + batch_size, n)  # out-of-bounds stops are not standard
+                self._step(X[start:stop, ...], Y[start:stop, ...])
         logs = self.evaluate(X, Y)
         if val is not None:
             val_logs = self.evaluate(*val)

@@ -41,6 +41,15 @@ def check_pieces(pieces: Sequence[Piece]) -> list[Piece]:
     return list(pieces)
 
 
+def check_model(model: Any) -> Sequential:
+    from portable_mlp.model import Sequential
+
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a portable_mlp model (pm.Sequential or pm.MLP), "
+                        f"got {type(model).__name__}")
+    return model
+
+
 def check_seed(seed: Any) -> int | None:
     if seed is None:
         return None

@@ -1,0 +1,484 @@
+"""Checkpoints: a model (and optionally its optimizer's state) in a safetensors file.
+
+The file is plain safetensors: an 8-byte little-endian header length, a JSON
+header naming each tensor's dtype, shape and byte range, then the raw bytes. No
+pickle, so loading a file never runs code. The header's ``__metadata__`` holds
+the architecture (``Piece.to_config()`` of every piece), the dtype and the
+library version, so ``load`` rebuilds the model without being told what it is,
+on any backend, device and dtype.
+
+The writer and the parser are written here (the format is small), and the parser
+is stricter than the safetensors library: any file that is not exactly what
+``save`` writes for some model raises ``ValueError`` naming the problem, before
+any array larger than the file is allocated.
+
+Saving is atomic: the bytes go to a temporary file in the target's folder, which
+is flushed, fsynced and ``os.replace``-d over the target, then the folder is
+fsynced. A process killed at any moment leaves either the old or the new file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+import struct
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from portable_mlp import _backend, layers, optim, validation
+from portable_mlp._backend import Placement
+from portable_mlp.callbacks import Callback
+
+if TYPE_CHECKING:
+    from portable_mlp.model import Sequential
+    from portable_mlp.train import Trainer
+
+FORMAT = "portable_mlp"
+FORMAT_VERSION = "1"
+MAX_HEADER = 100 * 1024 * 1024     # bytes; a longer header is refused before it is read
+MAX_NDIM = 8
+MAX_TOKENS = 1_000_000  # JSON values in one header: bounds the memory a parse takes
+MAX_DIM = 2**40
+# safetensors dtype codes that a portable_mlp checkpoint may hold
+DTYPES: dict[str, np.dtype[Any]] = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
+CODES = {"float32": "F32", "float64": "F64"}
+ALL_CODES = ("BOOL", "U8", "I8", "U16", "I16", "F16", "BF16", "U32", "I32", "F32", "U64",
+             "I64", "F64", "F8_E4M3", "F8_E5M2")
+METADATA_KEYS = {"format", "format_version", "portable_mlp_version", "pieces", "dtype",
+                 "n_params", "optimizer"}
+
+
+def _version() -> str:
+    from portable_mlp import __version__
+
+    return __version__
+
+
+# --- writing ----------------------------------------------------------------
+
+def dumps(model: Sequential, optimizer: optim.Optimizer | None = None) -> bytes:
+    """The checkpoint bytes of ``model`` (and ``optimizer``'s state, if given)."""
+    from portable_mlp.model import Sequential
+
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a portable_mlp model (Sequential), "
+                        f"got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, optim.Optimizer):
+        raise TypeError(f"optimizer must be a portable_mlp Optimizer or None, "
+                        f"got {type(optimizer).__name__}")
+    dtype = model.placement.dtype
+    tensors: list[tuple[str, np.ndarray]] = []
+    for i, p in enumerate(model.host_params()):
+        tensors.append((f"param.{i}", p))
+    metadata = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "portable_mlp_version": _version(),
+        "pieces": json.dumps([piece.to_config() for piece in model.pieces]),
+        "dtype": dtype, "n_params": str(len(model.params)),
+    }
+    if optimizer is not None and optimizer.state is not None:
+        state = optimizer.state
+        slots = state["slots"]
+        if len(slots) != len(model.params):
+            raise ValueError(f"optimizer holds state for {len(slots)} parameters, "
+                             f"the model has {len(model.params)}")
+        for i, ss in enumerate(slots):
+            for j, s in enumerate(ss):
+                tensors.append((f"optimizer.{i}.{j}", _backend.to_host(s)))
+        metadata["optimizer"] = json.dumps(_optimizer_config(optimizer, state))
+    elif optimizer is not None:
+        metadata["optimizer"] = json.dumps(_optimizer_config(optimizer, None))
+    for name, arr in tensors:
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} holds NaN or inf: refusing to save a diverged model "
+                             "(the previous checkpoint is kept)")
+    return encode(tensors, metadata, dtype)
+
+
+def _optimizer_config(opt: optim.Optimizer, state: dict[str, Any] | None) -> dict[str, Any]:
+    name = next((k for k, cls in optim.OPTIMIZERS.items() if type(opt) is cls), None)
+    if name is None:
+        raise TypeError(f"cannot save the state of {type(opt).__name__}: only "
+                        f"{', '.join(optim.OPTIMIZERS)} are known to checkpoints")
+    config = {k: v for k, v in vars(opt).items()
+              if k not in ("state", "schedule") and isinstance(v, (bool, int, float))}
+    out: dict[str, Any] = {"name": name, "config": config, "schedule": repr(opt.schedule)}
+    if state is not None:
+        out["step"] = int(state["step"])
+        out["slots"] = [len(ss) for ss in state["slots"]]
+    return out
+
+
+def encode(tensors: Sequence[tuple[str, np.ndarray]], metadata: dict[str, str],
+           dtype: str) -> bytes:
+    """safetensors bytes: header length, JSON header (space-padded to 8 bytes), data."""
+    np_dtype = DTYPES[CODES[dtype]]
+    header: dict[str, Any] = {"__metadata__": metadata}
+    chunks, offset = [], 0
+    for name, arr in tensors:
+        data = np.ascontiguousarray(arr, dtype=np_dtype).tobytes()
+        header[name] = {"dtype": CODES[dtype], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
+
+
+def save(model: Sequential, path: str | os.PathLike[str],
+         optimizer: optim.Optimizer | None = None) -> None:
+    """Write ``model`` (and ``optimizer``'s state, to resume training) to ``path``, atomically.
+
+    A model whose parameters are not finite is refused (ValueError) and the file at
+    ``path`` is left untouched. The file gets the permissions the umask gives.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    data = dumps(model, optimizer)
+    write_atomic(os.fspath(path), data)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o666)  # the umask applies, as for any new file
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder: str) -> None:
+    if not hasattr(os, "O_DIRECTORY"):  # Windows: folders cannot be opened for fsync
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- reading ----------------------------------------------------------------
+
+def _bad(what: str) -> ValueError:
+    return ValueError(f"not a valid portable_mlp checkpoint: {what}")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _bad(f"the header names {key!r} twice")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise _bad(f"the header holds the non-JSON constant {name}")
+
+
+def _json(text: str, what: str) -> Any:
+    # JSON values cost far more memory than their bytes: bound their number first
+    tokens = text.count(",") + text.count(":") + text.count("[") + text.count("{")
+    if tokens > MAX_TOKENS:
+        raise _bad(f"{what} holds over {MAX_TOKENS} JSON values")
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        if str(exc).startswith("not a valid"):
+            raise
+        raise _bad(f"{what} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise _bad(f"{what} is nested too deeply") from None
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _bad(f"{what} must be a non-negative integer, got {value!r}"[:300])
+    return value
+
+
+def parse(raw_data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Strictly parse safetensors bytes into host arrays and the metadata."""
+    if not isinstance(raw_data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(raw_data).__name__}")
+    data = memoryview(raw_data).cast("B")
+    size = len(data)
+    if size < 8:
+        raise _bad(f"the file is {size} bytes long, shorter than the 8-byte header length")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > MAX_HEADER:
+        raise _bad(f"the header length {n} is over the limit of {MAX_HEADER} bytes")
+    if 8 + n > size:
+        raise _bad(f"the header length {n} runs past the end of the file ({size} bytes): "
+                   "truncated?")
+    raw = bytes(data[8:8 + n])
+    if not raw.startswith(b"{"):
+        raise _bad("the header does not start with '{'")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _bad(f"the header is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    header = _json(text, "the header")
+    if not isinstance(header, dict):
+        raise _bad("the header is not a JSON object")
+    metadata = header.pop("__metadata__", None)
+    if not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise _bad("__metadata__ is missing or not a map of strings to strings")
+    body = data[8 + n:]
+    spans = []
+    for name, info in header.items():
+        if not name or "\x00" in name:
+            raise _bad(f"tensor name {name!r} is empty or holds a NUL byte")
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise _bad(f"tensor {name!r} must have exactly dtype, shape and data_offsets")
+        code = info["dtype"]
+        if code not in DTYPES:
+            known = "known to safetensors but " if code in ALL_CODES else ""
+            raise _bad(f"tensor {name!r} has dtype {code!r}, {known}not one of "
+                       f"{', '.join(DTYPES)}"[:300])
+        shape, offsets = info["shape"], info["data_offsets"]
+        if not isinstance(shape, list) or len(shape) > MAX_NDIM:
+            raise _bad(f"tensor {name!r}: shape must be a list of at most {MAX_NDIM} sizes")
+        dims = [_int(d, f"tensor {name!r}: a shape entry") for d in shape]
+        if any(d > MAX_DIM for d in dims):
+            raise _bad(f"tensor {name!r}: a shape entry is over {MAX_DIM}")
+        if not isinstance(offsets, list) or len(offsets) != 2:
+            raise _bad(f"tensor {name!r}: data_offsets must be [begin, end]")
+        begin, end = (_int(o, f"tensor {name!r}: an offset") for o in offsets)
+        if end < begin:
+            raise _bad(f"tensor {name!r}: data_offsets end {end} is before begin {begin}")
+        expected = math.prod(dims) * DTYPES[code].itemsize
+        if end - begin != expected:
+            raise _bad(f"tensor {name!r}: shape {dims} of {code} needs {expected} bytes, "
+                       f"its data_offsets span {end - begin}")
+        spans.append((begin, end, name, code, dims))
+    spans.sort()
+    position = 0
+    for begin, end, name, _, _ in spans:
+        if begin != position:
+            kind = "a gap before" if begin > position else "an overlap at"
+            raise _bad(f"{kind} tensor {name!r} (offset {begin}, expected {position})")
+        position = end
+    if position != len(body):
+        raise _bad(f"the data holds {len(body)} bytes, the tensors describe {position} "
+                   f"({'trailing bytes' if position < len(body) else 'truncated'})")
+    arrays = {}
+    for begin, end, name, code, dims in spans:
+        arrays[name] = np.frombuffer(body[begin:end], dtype=DTYPES[code]).reshape(dims).copy()
+    return arrays, metadata
+
+
+def _read(path: str | os.PathLike[str]) -> bytes:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        data = f.read(size + 1)
+    if len(data) != size:
+        raise _bad(f"the file changed size while it was read ({size} -> {len(data)} bytes)")
+    return data
+
+
+class _Checkpoint:
+    """A parsed, fully checked checkpoint: pieces, host params, optimizer record."""
+
+    def __init__(self, data: bytes) -> None:
+        arrays, meta = parse(data)
+        extra = set(meta) - METADATA_KEYS
+        if meta.get("format") != FORMAT:
+            raise _bad(f"__metadata__ 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise _bad(f"format_version {meta.get('format_version')!r} is not supported "
+                       f"(this library reads {FORMAT_VERSION!r})")
+        if extra:
+            raise _bad(f"unknown metadata keys {sorted(extra)}"[:300])
+        for key in ("portable_mlp_version", "pieces", "dtype", "n_params"):
+            if key not in meta:
+                raise _bad(f"__metadata__ lacks {key!r}")
+        self.version = meta["portable_mlp_version"]
+        self.dtype = meta["dtype"]
+        if self.dtype not in CODES:
+            raise _bad(f"metadata dtype {self.dtype!r} is not one of {', '.join(CODES)}")
+        self.pieces = self._pieces(meta["pieces"])
+        shapes = _param_shapes(self.pieces)
+        if meta["n_params"] != str(len(shapes)):
+            raise _bad(f"n_params is {meta['n_params']!r}, the architecture has {len(shapes)}")
+        expected = {f"param.{i}": shape for i, shape in enumerate(shapes)}
+        self.optimizer = None
+        if "optimizer" in meta:
+            self.optimizer = self._optimizer(meta["optimizer"], shapes)
+            expected.update(self.optimizer.pop("tensors"))
+        missing, unknown = set(expected) - set(arrays), set(arrays) - set(expected)
+        if missing or unknown:
+            raise _bad(f"tensors missing: {sorted(missing)[:5]}, unexpected: "
+                       f"{sorted(unknown)[:5]}"[:300])
+        for name, shape in expected.items():
+            arr = arrays[name]
+            if arr.shape != shape:
+                raise _bad(f"tensor {name!r} has shape {arr.shape}, the architecture needs {shape}")
+            if arr.dtype != DTYPES[CODES[self.dtype]]:
+                raise _bad(f"tensor {name!r} is {arr.dtype}, the metadata says {self.dtype}")
+            if not np.isfinite(arr).all():
+                raise _bad(f"tensor {name!r} holds NaN or inf")
+        self.params = [arrays[f"param.{i}"] for i in range(len(shapes))]
+        if self.optimizer is not None and "step" in self.optimizer:
+            self.optimizer["slots"] = [
+                [arrays[f"optimizer.{i}.{j}"] for j in range(count)]
+                for i, count in enumerate(self.optimizer["slots"])]
+
+    @staticmethod
+    def _pieces(text: str) -> list[layers.Piece]:
+        configs = _json(text, "metadata 'pieces'")
+        if not isinstance(configs, list) or not configs:
+            raise _bad("metadata 'pieces' is not a non-empty list of piece descriptions")
+        try:
+            pieces = [layers.from_config(c) for c in configs]
+            return validation.check_pieces(pieces)
+        except (ValueError, TypeError) as exc:
+            raise _bad(f"metadata 'pieces' does not describe a model ({exc})"[:400]) from None
+
+    @staticmethod
+    def _optimizer(text: str, shapes: list[tuple[int, ...]]) -> dict[str, Any]:
+        record = _json(text, "metadata 'optimizer'")
+        if not isinstance(record, dict) or record.get("name") not in optim.OPTIMIZERS:
+            raise _bad(f"metadata 'optimizer' must name one of {', '.join(optim.OPTIMIZERS)}")
+        config = record.get("config")
+        if not isinstance(config, dict):
+            raise _bad("metadata 'optimizer' lacks its config")
+        try:
+            optim.OPTIMIZERS[record["name"]](**config)
+        except (ValueError, TypeError) as exc:
+            raise _bad(f"optimizer config {config!r} is not valid ({exc})"[:400]) from None
+        tensors = {}
+        if "step" in record or "slots" in record:
+            _int(record.get("step"), "optimizer step")
+            slots = record.get("slots")
+            if not isinstance(slots, list) or len(slots) != len(shapes):
+                raise _bad("optimizer slots must list a count per parameter")
+            for i, (count, shape) in enumerate(zip(slots, shapes, strict=True)):
+                if _int(count, "optimizer slot count") > 4:
+                    raise _bad(f"optimizer slot count {count} is too large")
+                tensors.update({f"optimizer.{i}.{j}": shape for j in range(count)})
+        record["tensors"] = tensors
+        return record
+
+
+def _param_shapes(pieces: list[layers.Piece]) -> list[tuple[int, ...]]:
+    """The parameter shapes of ``pieces``, computed without allocating them."""
+    shapes: list[tuple[int, ...]] = []
+    for piece in pieces:
+        if isinstance(piece, layers.Linear):
+            shapes.append((piece.in_features, piece.out_features))
+            if piece.bias:
+                shapes.append((piece.out_features,))
+        elif piece.decayed():
+            raise _bad(f"cannot tell the parameter shapes of {type(piece).__name__}")
+    return shapes
+
+
+def loads(data: bytes, backend: Any = "numpy", device: Any = None,
+          dtype: Any = None) -> Sequential:
+    """The model in checkpoint bytes ``data`` (see ``load``)."""
+    placement = Placement.create(backend, device, dtype)
+    ckpt = _Checkpoint(data)
+    return _build(ckpt, backend, device, dtype, placement)
+
+
+def _build(ckpt: _Checkpoint, backend: Any, device: Any, dtype: Any,
+           placement: Placement) -> Sequential:
+    from portable_mlp.model import Sequential
+
+    if dtype is None:  # the saved dtype, unless asked otherwise
+        placement = Placement.create(backend, device, ckpt.dtype)
+    return Sequential._from_host(ckpt.pieces, ckpt.params, placement)
+
+
+def load(path: str | os.PathLike[str], backend: Any = "numpy", device: Any = None,
+         dtype: Any = None) -> Sequential:
+    """Rebuild the model saved at ``path`` on ``backend``/``device`` (dtype None: the saved one).
+
+    Raises ValueError naming the problem if the file is not a valid checkpoint.
+    """
+    placement = Placement.create(backend, device, dtype)  # bad names fail before any I/O
+    ckpt = _Checkpoint(_read(path))
+    return _build(ckpt, backend, device, dtype, placement)
+
+
+def load_optimizer(path: str | os.PathLike[str], model: Sequential,
+                   optimizer: optim.Optimizer | None = None) -> optim.Optimizer:
+    """The optimizer saved with the checkpoint at ``path``, its state placed on ``model``.
+
+    Pass ``optimizer`` (of the saved kind) to keep its hyper-parameters and schedule
+    (schedules are not stored); its state is replaced. Otherwise one is rebuilt from
+    the saved hyper-parameters with a constant schedule.
+    """
+    from portable_mlp.model import Sequential
+
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a portable_mlp model, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, optim.Optimizer):
+        raise TypeError(f"optimizer must be an Optimizer or None, got {type(optimizer).__name__}")
+    ckpt = _Checkpoint(_read(path))
+    record = ckpt.optimizer
+    if record is None:
+        raise ValueError(f"{os.fspath(path)!r} holds no optimizer state; "
+                         "save with pm.save(model, path, optimizer=...)")
+    cls = optim.OPTIMIZERS[record["name"]]
+    if optimizer is not None and type(optimizer) is not cls:
+        raise TypeError(f"the checkpoint holds {cls.__name__} state, "
+                        f"got a {type(optimizer).__name__}")
+    if [p.shape for p in ckpt.params] != [tuple(p.shape) for p in model.params] or \
+            ckpt.pieces != model.pieces:
+        raise ValueError("the checkpoint's optimizer state is for another architecture "
+                         "than this model's")
+    opt = optimizer if optimizer is not None else cls(**record["config"])
+    state = None
+    if "step" in record:
+        slots = [[model.placement.from_host(s) for s in ss] for ss in record["slots"]]
+        state = {"step": record["step"], "slots": slots}
+    opt.state = state
+    return opt
+
+
+# --- the callback -----------------------------------------------------------
+
+class Checkpoint(Callback):
+    """Save the model (and the optimizer's state) to ``path`` every ``every`` epochs and at
+    the end of training. A diverged model is never saved: the last good file is kept."""
+
+    def __init__(self, path: str | os.PathLike[str], every: int = 1,
+                 save_optimizer: bool = True) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        self.path = os.fspath(path)
+        self.every = validation.positive("every", every, integer=True)
+        self.save_optimizer = bool(save_optimizer)
+        self.saved = 0
+
+    def _save(self, trainer: Trainer) -> None:
+        trainer.check_divergence()  # raises DivergenceError before a diverged save
+        save(trainer.model, self.path, trainer.optimizer if self.save_optimizer else None)
+        self.saved += 1
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        if (epoch + 1) % self.every == 0:
+            self._save(trainer)
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        self._save(trainer)
