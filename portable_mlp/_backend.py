@@ -111,7 +111,8 @@ def devices(name: str) -> list[Any]:
         return found
     if name in ("numpy", "dask"):
         return ["cpu"]
-    return list(xp.__array_namespace_info__().devices())
+    found = xp.__array_namespace_info__().devices()
+    return [d for d in found if d is not None]  # JAX lists None among its devices
 
 
 def device_spec(device: Any) -> str:
@@ -131,7 +132,10 @@ def resolve_device(name: str, spec: Any) -> Any:
     """The device object of backend ``name`` for ``spec`` (None: the default device)."""
     xp = namespace(name)
     if spec is None:
-        return xp.__array_namespace_info__().default_device() if name != "dask" else "cpu"
+        if name == "dask":
+            return "cpu"
+        default = xp.__array_namespace_info__().default_device()
+        return default if default is not None else devices(name)[0]  # JAX answers None
     wanted = device_spec(spec)
     for dev in devices(name):
         if device_spec(dev) == wanted:
@@ -197,6 +201,10 @@ def to_host(x: Any) -> np.ndarray:
         return x.get()
     if compat.is_dask_array(x):
         return np.asarray(x.compute())
+    if array_backend(x) == "array_api_strict":  # off its CPU device it refuses __array__
+        import array_api_strict
+
+        return np.asarray(x.to_device(array_api_strict.Device("CPU_DEVICE")))
     return np.asarray(x)
 
 
