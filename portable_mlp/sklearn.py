@@ -67,7 +67,7 @@ class _SklearnEpochs(Callback):
         self.converged = False
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
-        est = self.est
+        est: Any = self.est  # its fitted attributes come and go with fit
         est.n_iter_ += 1
         est.t_ += self.n_samples
         est.loss_ = logs["loss"]
@@ -179,8 +179,13 @@ class _BaseMLP(BaseEstimator):
         self.clip_norm = clip_norm
 
     # --- what subclasses give --------------------------------------------
-    _loss: str
-    _out_activation: str
+    @property
+    def _loss(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def _out_activation(self) -> str:
+        raise NotImplementedError
 
     def _encode(self, y: Any, first: bool) -> Any:
         raise NotImplementedError
@@ -216,16 +221,19 @@ class _BaseMLP(BaseEstimator):
             self._trainer = Trainer(self.model_, loss=self._loss, optimizer=self._optimizer(),
                                     l2=self.alpha, clip_norm=self.clip_norm)
         if first:
-            self.loss_curve_, self.t_ = [], 0
+            self.loss_curve_: list[float] = []
+            self.t_ = 0
             self._no_improvement_count = 0
-            self.best_loss_ = np.inf
-            self.validation_scores_ = [] if self.early_stopping else None
-            self.validation_loss_curve_ = [] if self.early_stopping else None
-            self.best_validation_score_ = -np.inf if self.early_stopping else None
+            self.best_loss_: float | None = np.inf
+            self.validation_scores_: list[float] | None = [] if self.early_stopping else None
+            self.validation_loss_curve_: list[float] | None = (
+                [] if self.early_stopping else None)
+            self.best_validation_score_: float | None = (
+                -np.inf if self.early_stopping else None)
         if self.early_stopping:
             self.best_loss_ = None
         self.n_iter_ = 0
-        self._best_params = None
+        self._best_params: list[Array] | None = None
         self._train(Xd, Y, w, y, incremental)
         return self
 
@@ -412,8 +420,9 @@ class _BaseMLP(BaseEstimator):
         self.model_dtype_ = place.dtype_obj
         if isinstance(classes, tuple):
             self.classes_ = place.xp.asarray(classes[1], device=place.device_obj)
-        if getattr(self, "_best_params", None) is not None:
-            self._best_params = [place.from_host(p) for p in self._best_params]
+        best = getattr(self, "_best_params", None)
+        if best is not None:
+            self._best_params = [place.from_host(p) for p in best]
         if config is not None:
             loss, opt, l2, clip_norm, steps = config
             if opt.state is not None:
@@ -623,8 +632,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     column. Parameters and fitted attributes as ``MLPClassifier``'s (no ``classes_``).
     """
 
-    _loss = "mse"
-    _out_activation = "identity"
+    @property
+    def _loss(self) -> str:
+        return "mse"
+
+    @property
+    def _out_activation(self) -> str:
+        return "identity"
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):

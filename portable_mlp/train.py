@@ -188,7 +188,7 @@ class Trainer:
         xp, n = self.model.xp, X.shape[0]
         total: Any = 0.0
         if batch_size is None or batch_size >= n:
-            total = self._step(X, Y, w) * n
+            total = self._step(X, Y, w)
         else:
             if shuffle:
                 order = self.model.placement.indices(rng.permutation(n))
@@ -200,8 +200,9 @@ class Trainer:
                                   None if w is None else w[start:stop])
                 if epoch_loss == "steps":
                     total = total + loss * (stop - start)
-        if epoch_loss == "steps":
-            logs = {"loss": float(_backend.to_host(total)) / n}
+        if epoch_loss == "steps":  # the mean of the batch losses, weighted by batch size
+            divide = 1 if batch_size is None or batch_size >= n else n
+            logs = {"loss": float(_backend.to_host(total)) / divide}
         else:
             logs = self.evaluate(X, Y, w)
         if val is not None:
