@@ -182,6 +182,23 @@ def test_array_api_dispatch_uses_backend_arrays_in_place(monkeypatch):
         assert isinstance(proba, torch.Tensor) and isinstance(labels, torch.Tensor)
         assert isinstance(est.classes_, torch.Tensor)
         assert not any(shape and shape[0] == 64 for shape in moved), moved  # no data copied
+        again = pickle.loads(pickle.dumps(est))
+        with sklearn.config_context(array_api_dispatch=True):
+            assert torch.equal(again.predict_proba(Xt), proba)
+        assert isinstance(again.classes_, torch.Tensor)
     # without dispatch, scikit-learn hands NumPy to the estimator, and NumPy comes back
     est = quiet(MLPClassifier((8,), max_iter=3, random_state=0, backend="torch"), Xt, yt)
     assert isinstance(est.predict(Xt), np.ndarray)
+
+
+def test_pandas_input_and_feature_names():
+    pd = pytest.importorskip("pandas")
+    X, y = make_classification(n_samples=60, n_features=3, n_informative=2, n_redundant=0,
+                               random_state=0)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    labels = pd.Series(np.where(y == 1, "yes", "no"))
+    est = quiet(MLPClassifier((4,), max_iter=5, random_state=0), frame, labels)
+    assert list(est.feature_names_in_) == ["a", "b", "c"]
+    assert set(est.predict(frame)) <= {"yes", "no"}
+    with pytest.warns(UserWarning, match="feature names"):  # as scikit-learn's MLP warns
+        assert est.predict([[0.0, 0.0, 0.0]]).shape == (1,)  # a list is taken too
