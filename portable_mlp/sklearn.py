@@ -14,6 +14,9 @@ Where the data lives:
   under array API dispatch, arrays already on that backend are used as they are.
 - Outputs follow the input: arrays of the model's backend in, arrays of it out;
   host data in, NumPy out.
+- ``dtype=None`` keeps the input's float32 or float64 (other input: float64), as
+  scikit-learn's MLPs do; where the backend's device has no float64 (JAX without its
+  x64 mode), float32. A ``dtype`` that is asked for is honoured or refused.
 """
 
 from __future__ import annotations

@@ -202,3 +202,35 @@ def test_pandas_input_and_feature_names():
     assert set(est.predict(frame)) <= {"yes", "no"}
     with pytest.warns(UserWarning, match="feature names"):  # as scikit-learn's MLP warns
         assert est.predict([[0.0, 0.0, 0.0]]).shape == (1,)  # a list is taken too
+
+
+@pytest.mark.parametrize("make, namespace", [
+    (MLPRegressor, "torch"), (MLPRegressor, "array_api_strict"),
+    (MLPClassifier, "array_api_strict"),  # torch: see the next test
+])
+def test_array_api_values_match_numpy(make, namespace):
+    """Stricter than the default array API checks: the same numbers as on NumPy
+    (one seed gives one network and one training trajectory on every backend)."""
+    from sklearn.utils.estimator_checks import check_array_api_input_and_values
+
+    pytest.importorskip(namespace)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check_array_api_input_and_values(make.__name__, make((8,), max_iter=20),
+                                         array_namespace=namespace, check_sample_weight=True)
+
+
+def test_torch_classifier_values_match_numpy():
+    """As above for the classifier on torch, whose ``score`` the check cannot compare:
+    scikit-learn's accuracy_score averages in torch's default float32."""
+    torch = pytest.importorskip("torch")
+    X, y = make_classification(n_samples=30, n_features=10, random_state=42)
+    est = MLPClassifier((8,), max_iter=20, random_state=0)
+    ref = quiet(clone(est), X, y)
+    with sklearn.config_context(array_api_dispatch=True):
+        ours = quiet(clone(est), torch.asarray(X), torch.asarray(y))
+        proba = ours.predict_proba(torch.asarray(X)).numpy()
+        labels = ours.predict(torch.asarray(X)).numpy()
+    np.testing.assert_allclose(proba, ref.predict_proba(X), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(labels, ref.predict(X))
+    np.testing.assert_allclose(ours.loss_curve_, ref.loss_curve_, rtol=1e-12)
