@@ -1,5 +1,6 @@
 """The scikit-learn estimators: scikit-learn's own estimator checks, and what users rely on."""
 
+import os
 import pickle
 import warnings
 
@@ -22,7 +23,15 @@ from portable_mlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 # scikit-learn's own test of its MLPs uses max_iter=100 and ignores ConvergenceWarning.
 CHECKED = [MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)]
 
+# Tests that pick their own backends run in the test sessions of numpy, torch and
+# array_api_strict (PORTABLE_MLP_BACKEND), not again in those of jax, dask or cupy.
+_REQUESTED = {b for b in os.environ.get("PORTABLE_MLP_BACKEND", "").split(",") if b}
+own_backends = pytest.mark.skipif(
+    bool(_REQUESTED) and not _REQUESTED & {"numpy", "torch", "array_api_strict"},
+    reason="runs in the numpy, torch and array_api_strict sessions")
 
+
+@own_backends
 @parametrize_with_checks(CHECKED)
 def test_sklearn_estimator_checks(estimator, check):
     """Every check, the array API ones (torch, array_api_strict) included; no xfails."""
@@ -44,6 +53,7 @@ def quiet(est, *args, **kwargs):
         return est.fit(*args, **kwargs)
 
 
+@own_backends
 def test_pipeline_grid_search_and_cross_val_score(blobs):
     X, y = blobs
     pipe = make_pipeline(StandardScaler(), MLPClassifier(max_iter=100, learning_rate_init=0.01,
@@ -75,6 +85,7 @@ def test_pickle_round_trip(backend, blobs):
     np.testing.assert_array_equal(again.predict(X).shape, (X.shape[0], 2))
 
 
+@own_backends
 def test_partial_fit_keeps_optimizer_state_and_classes(blobs):
     X, y = blobs
     est = MLPClassifier((8,), random_state=0)
@@ -91,6 +102,7 @@ def test_partial_fit_keeps_optimizer_state_and_classes(blobs):
         MLPClassifier().partial_fit(X, y)
 
 
+@own_backends
 def test_class_weight_moves_predictions_towards_the_weighted_class():
     X, y = make_classification(n_samples=300, n_features=4, n_informative=2,
                                class_sep=0.3, random_state=1)
@@ -102,6 +114,7 @@ def test_class_weight_moves_predictions_towards_the_weighted_class():
     assert balanced.classes_.tolist() == [0, 1]
 
 
+@own_backends
 def test_sample_weight_pulls_the_fit_towards_heavy_samples():
     rng = np.random.default_rng(0)
     X = rng.uniform(-1, 1, (200, 1))
@@ -114,6 +127,7 @@ def test_sample_weight_pulls_the_fit_towards_heavy_samples():
     assert clf.predict(X).mean() > 0.9
 
 
+@own_backends
 def test_fitted_attributes_and_curves():
     X, y = load_digits(return_X_y=True)
     est = quiet(MLPClassifier((16,), max_iter=15, early_stopping=True, random_state=0,
@@ -128,6 +142,7 @@ def test_fitted_attributes_and_curves():
         MLPClassifier((4,), max_iter=2).fit(X[:50], y[:50])
 
 
+@own_backends
 def test_stops_when_the_loss_stops_improving():
     X, y = make_classification(n_samples=100, random_state=0)
     est = MLPClassifier((8,), max_iter=500, tol=1e-1, n_iter_no_change=3,
@@ -135,6 +150,7 @@ def test_stops_when_the_loss_stops_improving():
     assert est.n_iter_ < 20
 
 
+@own_backends
 def test_multilabel_and_multioutput():
     X, Y = make_classification(n_samples=80, random_state=0)[0], None
     Y = (np.random.default_rng(0).uniform(size=(80, 3)) < X[:, :3] * 0 + 0.5).astype(int)
@@ -146,6 +162,7 @@ def test_multilabel_and_multioutput():
     assert reg.predict(Xr).shape == (80, 3)
 
 
+@own_backends
 def test_bad_input_and_divergence_give_value_errors():
     X, y = make_regression(n_samples=50, n_features=3, random_state=0)
     bad = X.copy()
@@ -160,6 +177,7 @@ def test_bad_input_and_divergence_give_value_errors():
         MLPClassifier().fit(X, y)
 
 
+@own_backends
 def test_array_api_dispatch_uses_backend_arrays_in_place(monkeypatch):
     torch = pytest.importorskip("torch")
     X, y = make_classification(n_samples=64, n_features=5, random_state=0)
@@ -191,6 +209,7 @@ def test_array_api_dispatch_uses_backend_arrays_in_place(monkeypatch):
     assert isinstance(est.predict(Xt), np.ndarray)
 
 
+@own_backends
 def test_pandas_input_and_feature_names():
     pd = pytest.importorskip("pandas")
     X, y = make_classification(n_samples=60, n_features=3, n_informative=2, n_redundant=0,
@@ -208,6 +227,7 @@ def test_pandas_input_and_feature_names():
     (MLPRegressor, "torch"), (MLPRegressor, "array_api_strict"),
     (MLPClassifier, "array_api_strict"),  # torch: see the next test
 ])
+@own_backends
 def test_array_api_values_match_numpy(make, namespace):
     """Stricter than the default array API checks: the same numbers as on NumPy
     (one seed gives one network and one training trajectory on every backend)."""
@@ -220,6 +240,7 @@ def test_array_api_values_match_numpy(make, namespace):
                                          array_namespace=namespace, check_sample_weight=True)
 
 
+@own_backends
 def test_torch_classifier_values_match_numpy():
     """As above for the classifier on torch, whose ``score`` the check cannot compare:
     scikit-learn's accuracy_score averages in torch's default float32."""
