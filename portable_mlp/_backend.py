@@ -188,6 +188,8 @@ def from_host(name: str, x: np.ndarray, device: Any, dtype: Any) -> Any:
         import dask.array as da
 
         return da.from_array(np.asarray(x, dtype=dtype_name(dtype)), chunks=x.shape)
+    if name == "torch" and not x.flags.writeable:
+        x = np.array(x)  # torch refuses to share read-only memory (a memmap, say)
     return xp.asarray(x, dtype=dtype, device=device)
 
 

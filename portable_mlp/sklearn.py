@@ -439,7 +439,9 @@ class _BaseMLP(BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
-        tags.array_api_support = True
+        # with backend=None the estimator follows its input's namespace, as scikit-learn's
+        # array API support means; a fixed backend takes any input and moves it there
+        tags.array_api_support = self.backend is None
         return tags
 
 

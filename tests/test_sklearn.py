@@ -40,6 +40,31 @@ def test_sklearn_estimator_checks(estimator, check):
         check(estimator)
 
 
+# The whole suite again with the model on torch, whatever the input: everything but the
+# array API checks (a fixed backend takes any input, so it does not declare array API support).
+ON_TORCH = [MLPClassifier(max_iter=100, backend="torch"),
+            MLPRegressor(max_iter=100, backend="torch")]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny matrices: torch's thread pool only adds contention (10x slower on 2 busy cores)."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(bool(_REQUESTED) and "torch" not in _REQUESTED,
+                    reason="runs in the torch session")
+@parametrize_with_checks(ON_TORCH)
+def test_sklearn_estimator_checks_on_torch(estimator, check, one_torch_thread):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
 @pytest.fixture(scope="module")
 def blobs():
     X, y = make_classification(n_samples=120, n_features=6, n_informative=4, n_classes=3,
