@@ -64,9 +64,8 @@ class _SklearnEpochs(Callback):
     ('invscaling', 'adaptive') and stops training as scikit-learn's MLPs do.
     """
 
-    def __init__(self, est: _BaseMLP, n_samples: int, val: tuple | None,
-                 incremental: bool) -> None:
-        self.est, self.n_samples, self.val, self.incremental = est, n_samples, val, incremental
+    def __init__(self, est: _BaseMLP, n_samples: int, val: tuple | None) -> None:
+        self.est, self.n_samples, self.val = est, n_samples, val
         self.converged = False
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
@@ -331,7 +330,7 @@ class _BaseMLP(BaseEstimator):
                               "It is going to be clipped", stacklevel=3)
             batch_size = int(np.clip(self.batch_size, 1, n))
         epochs = 1 if incremental else self.max_iter
-        tracker = _SklearnEpochs(self, n, val, incremental)
+        tracker = _SklearnEpochs(self, n, val)
         try:
             self._trainer.fit(X, Y, epochs=epochs, batch_size=batch_size, shuffle=self.shuffle,
                               seed=int(self._random_state.randint(2**31 - 1)),
@@ -519,6 +518,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
         ``classes`` (every label that can occur) is needed on the first call.
         """
+        if self.class_weight == "balanced":
+            raise ValueError("class_weight='balanced' is not supported for partial_fit: the "
+                             "class frequencies of one batch are not those of the data. Pass "
+                             "class_weight as a dict, e.g. from "
+                             "sklearn.utils.class_weight.compute_class_weight.")
         if not hasattr(self, "classes_"):
             if classes is None and type_of_target(y) != "multilabel-indicator":
                 raise ValueError("classes must be passed on the first call to partial_fit.")

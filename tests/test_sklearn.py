@@ -176,6 +176,19 @@ def test_stops_when_the_loss_stops_improving():
 
 
 @own_backends
+def test_learning_rate_schedules():
+    X, y = make_classification(n_samples=100, random_state=0)
+    base = dict(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=0.1, random_state=0)
+    est = quiet(MLPClassifier(**base, learning_rate="invscaling", max_iter=3), X, y)
+    assert est._trainer.optimizer.lr == pytest.approx(0.1 / (est.t_ + 1) ** 0.5)
+    est = quiet(MLPClassifier(**base, learning_rate="adaptive", tol=10.0, n_iter_no_change=1,
+                              max_iter=8), X, y)
+    assert est._trainer.optimizer.lr < 0.1  # divided by 5 when the loss stalls
+    with pytest.raises(ValueError, match="balanced"):
+        MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1])
+
+
+@own_backends
 def test_multilabel_and_multioutput():
     X, Y = make_classification(n_samples=80, random_state=0)[0], None
     Y = (np.random.default_rng(0).uniform(size=(80, 3)) < X[:, :3] * 0 + 0.5).astype(int)
