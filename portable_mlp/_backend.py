@@ -228,6 +228,8 @@ def from_host(name: str, x: np.ndarray, device: Any, dtype: Any) -> Any:
         import dask.array as da
 
         return da.from_array(np.asarray(x, dtype=dtype_name(dtype)), chunks=x.shape)
+    if name == "torch" and not x.flags.writeable:
+        x = np.array(x)  # torch refuses to share read-only memory (a memmap, say)
     return xp.asarray(x, dtype=dtype, device=device)
 
 
@@ -241,6 +243,10 @@ def to_host(x: Any) -> np.ndarray:
         return x.get()
     if compat.is_dask_array(x):
         return np.asarray(x.compute())
+    if array_backend(x) == "array_api_strict":  # off its CPU device it refuses __array__
+        import array_api_strict
+
+        return np.asarray(x.to_device(array_api_strict.Device("CPU_DEVICE")))
     return np.asarray(x)
 
 

@@ -26,14 +26,24 @@ def check_loss(model: Sequential, loss: str) -> losses.Loss:
 
 
 def loss_and_grads(model: Sequential, params: list[Array], X: Array, Y: Array,
-                   loss_fn: losses.Loss, l2: float) -> tuple[Array, list[Array]]:
-    """Pure: the loss and gradients of ``params`` on placed arrays ``X``, ``Y``."""
+                   loss_fn: losses.Loss, l2: float, sample_weight: Array | None = None
+                   ) -> tuple[Array, list[Array]]:
+    """Pure: the loss and gradients of ``params`` on placed arrays ``X``, ``Y``.
+
+    With ``sample_weight`` (``(n,)``, non-negative) the loss is the weighted mean over
+    samples and the l2 term is divided by the sum of the weights instead of ``n``
+    (scikit-learn's convention: integer weights act as repeated samples).
+    """
     xp = model.xp
     out, backprops = model.forward(X, params)
-    value, delta = loss_fn(xp, out, Y)
+    if sample_weight is None:
+        n = X.shape[0]
+        value, delta = loss_fn(xp, out, Y)
+    else:
+        n = xp.sum(sample_weight)
+        value, delta = loss_fn(xp, out, Y, (sample_weight / n)[:, None])
     grads = model.backward(delta, backprops)
     if l2:
-        n = X.shape[0]
         value = value + l2_penalty(model, params, n, l2)
         for i, decayed in enumerate(model.decayed):
             if decayed:
@@ -41,7 +51,7 @@ def loss_and_grads(model: Sequential, params: list[Array], X: Array, Y: Array,
     return value, grads
 
 
-def l2_penalty(model: Sequential, params: list[Array], n: int, l2: float) -> Array | float:
+def l2_penalty(model: Sequential, params: list[Array], n: Any, l2: float) -> Array | float:
     """``l2 * sum(W**2) / (2N)`` over the weight matrices (not the biases)."""
     if not l2:
         return 0.0
@@ -51,13 +61,14 @@ def l2_penalty(model: Sequential, params: list[Array], n: int, l2: float) -> Arr
 
 
 def value_and_grad(model: Sequential, X: Any, Y: Any, loss: str = "mse",
-                   l2: float = 0.0) -> tuple[Array, list[Array]]:
+                   l2: float = 0.0, sample_weight: Any = None) -> tuple[Array, list[Array]]:
     """The loss (a 0-d array) and its gradients, aligned with ``model.params``."""
     fn = check_loss(model, loss)
     l2 = validation.non_negative("l2", l2)
     Xp = validation.features(model, X, check_values=True)
     Yp = validation.targets(model, Y, Xp.shape[0], check_values=True)
-    return loss_and_grads(model, model.params, Xp, Yp, fn, l2)
+    w = validation.sample_weights(model, sample_weight, Xp.shape[0])
+    return loss_and_grads(model, model.params, Xp, Yp, fn, l2, w)
 
 
 class GradcheckError(AssertionError):

@@ -1,5 +1,9 @@
 """Losses: each returns ``(value, delta)`` where ``delta`` is d value / d output.
 
+Every loss is a mean over samples. Given ``w`` (an ``(n, 1)`` column of per-sample
+weights that sum to one), it is the weighted mean instead: sample ``i``'s term is
+scaled by ``w[i]`` rather than by ``1/n``. Without ``w`` nothing extra is computed.
+
 ``value`` is a 0-d array on the model's device (never read back here).
 The cross-entropies take logits (an Identity or Linear output layer) and fuse
 the final softmax/sigmoid into the loss, which is what makes them stable and
@@ -12,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 Array = Any
-Loss = Callable[[Any, Array, Array], tuple[Array, Array]]
+Loss = Callable[..., tuple[Array, Array]]
 
 
 def sum_of_squares(xp: Any, a: Array) -> Array:
@@ -21,37 +25,46 @@ def sum_of_squares(xp: Any, a: Array) -> Array:
     return flat @ flat
 
 
-def mse(xp: Any, out: Array, y: Array) -> tuple[Array, Array]:
+def mse(xp: Any, out: Array, y: Array, w: Array | None = None) -> tuple[Array, Array]:
     """The seed's squared error: ``sum((out - y)**2) / (2N)``."""
-    n = out.shape[0]
     delta = out - y
-    value = sum_of_squares(xp, delta) / (2.0 * n)
-    delta *= 1.0 / n
+    if w is None:
+        n = out.shape[0]
+        value = sum_of_squares(xp, delta) / (2.0 * n)
+        delta *= 1.0 / n
+    else:
+        weighted = delta * w
+        value = xp.sum(weighted * delta) / 2.0
+        delta = weighted
     return value, delta
 
 
-def cross_entropy(xp: Any, z: Array, y: Array) -> tuple[Array, Array]:
+def cross_entropy(xp: Any, z: Array, y: Array, w: Array | None = None
+                  ) -> tuple[Array, Array]:
     """``-sum(y * log_softmax(z)) / N`` for logits ``z``, stable for any finite logits."""
-    n = z.shape[0]
+    scale = 1.0 / z.shape[0] if w is None else w
     shifted = z - xp.max(z, axis=1, keepdims=True)
     log_p = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
-    value = -xp.sum(y * log_p) / n
+    terms = y * log_p
+    value = -xp.sum(terms) * scale if w is None else -xp.sum(terms * w)
     delta = xp.exp(log_p)
     delta -= y
-    delta *= 1.0 / n
+    delta *= scale
     return value, delta
 
 
-def binary_cross_entropy(xp: Any, z: Array, y: Array) -> tuple[Array, Array]:
+def binary_cross_entropy(xp: Any, z: Array, y: Array, w: Array | None = None
+                         ) -> tuple[Array, Array]:
     """Sigmoid + binary cross-entropy on logits, summed over outputs, divided by N.
 
     Uses ``max(z, 0) - z*y + log1p(exp(-|z|))``, which never overflows.
     """
-    n = z.shape[0]
-    value = xp.sum(xp.maximum(z, 0.0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))) / n
+    scale = 1.0 / z.shape[0] if w is None else w
+    terms = xp.maximum(z, 0.0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))
+    value = xp.sum(terms) * scale if w is None else xp.sum(terms * w)
     delta = _stable_sigmoid(xp, z)
     delta -= y
-    delta *= 1.0 / n
+    delta *= scale
     return value, delta
 
 

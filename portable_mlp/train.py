@@ -10,12 +10,13 @@ where reading a value is free (NumPy, torch on CPU), it is read every step.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import math
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -90,10 +91,10 @@ class Trainer:
         Y = validation.targets(model, Yb, X.shape[0])
         return self._step(X, Y)
 
-    def _step(self, X: Array, Y: Array) -> Array:
+    def _step(self, X: Array, Y: Array, w: Array | None = None) -> Array:
         model, xp, placement = self.model, self.model.xp, self.model.placement
         state = self.optimizer.ensure_state(xp, model.params)
-        loss, grads = grad.loss_and_grads(model, model.params, X, Y, self._loss_fn, self.l2)
+        loss, grads = grad.loss_and_grads(model, model.params, X, Y, self._loss_fn, self.l2, w)
         sq_norm = sum(sum_of_squares(xp, g) for g in grads)
         if self.clip_norm is not None:
             scale = xp.minimum(self.clip_norm / (xp.sqrt(sq_norm) + 1e-12), 1.0)
@@ -173,13 +174,19 @@ class Trainer:
     # --- epochs --------------------------------------------------------------
     def fit(self, X: Any, Y: Any, epochs: int = 1000, batch_size: int | None = None,
             shuffle: bool = True, seed: int | None = 0, callbacks: Iterable[Any] = (),
-            progress: bool = True, validation_data: tuple[Any, Any] | None = None
+            progress: bool = True, validation_data: tuple[Any, Any] | None = None,
+            sample_weight: Any = None, epoch_loss: str = "evaluate"
             ) -> dict[str, list[float]]:
         """Train for ``epochs`` passes over (X, Y); return the per-epoch history.
 
         Data is validated (NaN/inf included) and moved to the model's device once;
         any bad argument raises before the model or the optimizer is touched.
         Calling fit again continues training: the optimizer's state is kept.
+        ``sample_weight`` (``(n,)``, non-negative) makes every loss a weighted mean.
+        ``epoch_loss``: "evaluate" logs the loss and accuracy of the model after each
+        epoch (one more forward pass over the data); "steps" logs the mean of the
+        epoch's batch losses instead (scikit-learn's ``loss_curve_``; no extra pass,
+        no accuracy).
 
         A non-finite loss or gradient raises ``DivergenceError`` (the model and the
         optimizer keep their last finite state; ``exc.history`` holds the history).
@@ -192,6 +199,9 @@ class Trainer:
         batch_size = validation.positive("batch_size", batch_size, integer=True, allow_none=True)
         Xd = validation.features(model, X, check_values=True)
         Yd = validation.targets(model, Y, Xd.shape[0], check_values=True)
+        wd = validation.sample_weights(model, sample_weight, Xd.shape[0])
+        if epoch_loss not in ("evaluate", "steps"):
+            raise ValueError(f"epoch_loss must be 'evaluate' or 'steps', got {epoch_loss!r}")
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -212,8 +222,9 @@ class Trainer:
                 cb.on_train_begin(self)
             bar = _progress_bar(epochs, progress)
             try:
-                self._epochs(Xd, Yd, epochs, batch_size, shuffle, rng, val, cbs, history, bar,
-                             ends)
+                run_epoch = functools.partial(self._epoch, Xd, Yd, batch_size, shuffle, rng, val,
+                                              wd, epoch_loss)
+                self._epochs(run_epoch, epochs, cbs, history, bar, ends)
                 self.check_divergence()
             except DivergenceError as exc:
                 # the deferred check finds a divergence late: drop the epochs after it
@@ -229,13 +240,13 @@ class Trainer:
             raise TrainingInterrupted(self.steps, history)
         return history
 
-    def _epochs(self, Xd: Array, Yd: Array, epochs: int, batch_size: int | None, shuffle: bool,
-                rng: np.random.Generator, val: tuple[Array, Array] | None, cbs: list[Any],
-                history: dict[str, list[float]], bar: _NoBar, ends: list[int]) -> None:
+    def _epochs(self, run_epoch: Callable[[], dict[str, float] | None], epochs: int,
+                cbs: list[Any], history: dict[str, list[float]], bar: _NoBar,
+                ends: list[int]) -> None:
         for epoch in range(epochs):
             if self._interrupted:
                 return
-            logs = self._epoch(Xd, Yd, batch_size, shuffle, rng, val)
+            logs = run_epoch()
             if logs is None:  # interrupted within the epoch
                 return
             for key, value in logs.items():
@@ -265,34 +276,50 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
 
     def _epoch(self, X: Array, Y: Array, batch_size: int | None, shuffle: bool,
-               rng: np.random.Generator, val: tuple[Array, Array] | None
+               rng: np.random.Generator, val: tuple[Array, Array] | None,
+               w: Array | None = None, epoch_loss: str = "evaluate"
                ) -> dict[str, float] | None:
         xp, n = self.model.xp, X.shape[0]
+        total: Any = 0.0
         if batch_size is None or batch_size >= n:
-            self._step(X, Y)
+            total = self._step(X, Y, w)
         else:
             if shuffle:
                 order = self.model.placement.indices(rng.permutation(n))
                 X, Y = xp.take(X, order, axis=0), xp.take(Y, order, axis=0)
+                w = None if w is None else xp.take(w, order, axis=0)
             for start in range(0, n, batch_size):
                 if self._interrupted:
                     return None
                 stop = min(start + batch_size, n)  # out-of-bounds stops are not standard
-                self._step(X[start:stop, ...], Y[start:stop, ...])
-        logs = self.evaluate(X, Y)
+                loss = self._step(X[start:stop, ...], Y[start:stop, ...],
+                                  None if w is None else w[start:stop])
+                if epoch_loss == "steps":
+                    total = total + loss * (stop - start)
+        if epoch_loss == "steps":  # the mean of the batch losses, weighted by batch size
+            divide = 1 if batch_size is None or batch_size >= n else n
+            logs = {"loss": float(_backend.to_host(total)) / divide}
+        else:
+            logs = self.evaluate(X, Y, w)
         if val is not None:
             val_logs = self.evaluate(*val)
             logs.update(val_loss=val_logs["loss"], val_accuracy=val_logs["accuracy"])
         return logs
 
-    def evaluate(self, X: Array, Y: Array) -> dict[str, float]:
-        """Loss (with the l2 term) and accuracy of the current model on placed data."""
+    def evaluate(self, X: Array, Y: Array, w: Array | None = None) -> dict[str, float]:
+        """Loss (with the l2 term) and accuracy of the current model on placed data
+        (weighted means with per-sample weights ``w``)."""
         model, xp = self.model, self.model.xp
         out, _ = model.forward(X)
-        value, _ = self._loss_fn(xp, out, Y)
-        value = value + grad.l2_penalty(model, model.params, X.shape[0], self.l2)
-        hits = model.classes_of(out) == model.classes_of(Y)
-        accuracy = xp.mean(xp.astype(hits, out.dtype))
+        hits = xp.astype(model.classes_of(out) == model.classes_of(Y), out.dtype)
+        if w is None:
+            value, _ = self._loss_fn(xp, out, Y)
+            n, accuracy = X.shape[0], xp.mean(hits)
+        else:
+            n = xp.sum(w)
+            value, _ = self._loss_fn(xp, out, Y, (w / n)[:, None])
+            accuracy = xp.sum(hits * w) / n
+        value = value + grad.l2_penalty(model, model.params, n, self.l2)
         return {"loss": float(_backend.to_host(value)),
                 "accuracy": float(_backend.to_host(accuracy))}
 
@@ -320,8 +347,10 @@ class _Bar(_NoBar):
         self._bar = tqdm(total=epochs, unit="epoch", leave=False)
 
     def update(self, logs: dict[str, float]) -> None:
-        self._bar.set_postfix(loss=f"{logs['loss']:.4g}", acc=f"{logs['accuracy']:.3f}",
-                              refresh=False)
+        shown = {"loss": f"{logs['loss']:.4g}"}
+        if "accuracy" in logs:
+            shown["acc"] = f"{logs['accuracy']:.3f}"
+        self._bar.set_postfix(shown, refresh=False)
         self._bar.update(1)
 
     def close(self) -> None:

@@ -116,6 +116,22 @@ def targets(model: Sequential, Y: Any, n: int, name: str = "Y",
     return out
 
 
+def sample_weights(model: Sequential, weights: Any, n: int,
+                   name: str = "sample_weight") -> Array | None:
+    """``weights`` as an ``(n,)`` array on the model: finite, non-negative, not all zero."""
+    if weights is None:
+        return None
+    arr = as_array(model, weights, name, ndim=1, check_values=True)
+    if arr.shape[0] != n:
+        raise ValueError(f"{name} has {arr.shape[0]} entries, but X has {n} rows")
+    xp = model.xp
+    if not bool(xp.all(arr >= 0.0)):
+        raise ValueError(f"{name} must be non-negative")
+    if not bool(xp.any(arr > 0.0)):
+        raise ValueError(f"{name} must not be all zero")
+    return arr
+
+
 def rows(model: Sequential, data: Any, name: str, n_cols: int, check_values: bool) -> Array:
     arr = as_array(model, data, name, ndim=2, check_values=check_values)
     if arr.shape[0] == 0:

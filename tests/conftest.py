@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 
+# scikit-learn's array API dispatch needs this set before scipy is imported
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
 import numpy as np
 import pytest
 

@@ -1,0 +1,295 @@
+"""The scikit-learn estimators: scikit-learn's own estimator checks, and what users rely on."""
+
+import os
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+from sklearn.base import clone  # noqa: E402
+from sklearn.datasets import load_digits, make_classification, make_regression  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from portable_mlp import _backend  # noqa: E402
+from portable_mlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+# scikit-learn's own test of its MLPs uses max_iter=100 and ignores ConvergenceWarning.
+CHECKED = [MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)]
+
+# Tests that pick their own backends run in the test sessions of numpy, torch and
+# array_api_strict (PORTABLE_MLP_BACKEND), not again in those of jax, dask or cupy.
+_REQUESTED = {b for b in os.environ.get("PORTABLE_MLP_BACKEND", "").split(",") if b}
+own_backends = pytest.mark.skipif(
+    bool(_REQUESTED) and not _REQUESTED & {"numpy", "torch", "array_api_strict"},
+    reason="runs in the numpy, torch and array_api_strict sessions")
+
+
+@own_backends
+@parametrize_with_checks(CHECKED)
+def test_sklearn_estimator_checks(estimator, check):
+    """Every check, the array API ones (torch, array_api_strict) included; no xfails."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+# The whole suite again with the model on torch, whatever the input: everything but the
+# array API checks (a fixed backend takes any input, so it does not declare array API support).
+ON_TORCH = [MLPClassifier(max_iter=100, backend="torch"),
+            MLPRegressor(max_iter=100, backend="torch")]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny matrices: torch's thread pool only adds contention (10x slower on 2 busy cores)."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(bool(_REQUESTED) and "torch" not in _REQUESTED,
+                    reason="runs in the torch session")
+@parametrize_with_checks(ON_TORCH)
+def test_sklearn_estimator_checks_on_torch(estimator, check, one_torch_thread):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_classification(n_samples=120, n_features=6, n_informative=4, n_classes=3,
+                               random_state=0)
+    return X, np.array(["ant", "bee", "cat"])[y]
+
+
+def quiet(est, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return est.fit(*args, **kwargs)
+
+
+@own_backends
+def test_pipeline_grid_search_and_cross_val_score(blobs):
+    X, y = blobs
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(max_iter=100, learning_rate_init=0.01,
+                                                       random_state=0))
+    grid = GridSearchCV(pipe, {"mlpclassifier__hidden_layer_sizes": [(8,), (16,)],
+                               "mlpclassifier__alpha": [1e-4, 1e-2]}, cv=3)
+    quiet(grid, X, y)
+    assert set(grid.best_params_) == {"mlpclassifier__hidden_layer_sizes",
+                                      "mlpclassifier__alpha"}
+    assert grid.score(X, y) > 0.7
+    assert set(grid.predict(X)) <= {"ant", "bee", "cat"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        scores = cross_val_score(clone(pipe), X, y, cv=3)
+    assert scores.shape == (3,) and scores.mean() > 0.6
+
+
+def test_pickle_round_trip(backend, blobs):
+    X, y = blobs
+    clf = quiet(MLPClassifier((8,), max_iter=5, random_state=0, backend=backend), X, y)
+    reg = quiet(MLPRegressor((8,), max_iter=5, random_state=0, backend=backend),
+                X, X[:, :2])
+    for est, method in ((clf, "predict_proba"), (reg, "predict")):
+        again = pickle.loads(pickle.dumps(est))
+        assert again.placement_ == est.placement_
+        np.testing.assert_array_equal(getattr(again, method)(X), getattr(est, method)(X))
+        assert isinstance(getattr(again, method)(X), np.ndarray)  # host in, NumPy out
+        again.partial_fit(X, y if est is clf else X[:, :2])  # the optimizer state came along
+    np.testing.assert_array_equal(again.predict(X).shape, (X.shape[0], 2))
+
+
+@own_backends
+def test_partial_fit_keeps_optimizer_state_and_classes(blobs):
+    X, y = blobs
+    est = MLPClassifier((8,), random_state=0)
+    est.partial_fit(X[:60], y[:60], classes=["ant", "bee", "cat"])
+    steps = est._trainer.optimizer.state["step"]
+    optimizer = est._trainer.optimizer
+    est.partial_fit(X[60:], y[60:])
+    assert est._trainer.optimizer is optimizer
+    assert est._trainer.optimizer.state["step"] == steps + 1
+    assert list(est.classes_) == ["ant", "bee", "cat"]
+    with pytest.raises(ValueError, match="classes not in"):
+        est.partial_fit(X[:5], np.array(["dog"] * 5))
+    with pytest.raises(ValueError, match="classes must be passed"):
+        MLPClassifier().partial_fit(X, y)
+
+
+@own_backends
+def test_class_weight_moves_predictions_towards_the_weighted_class():
+    X, y = make_classification(n_samples=300, n_features=4, n_informative=2,
+                               class_sep=0.3, random_state=1)
+    base = dict(hidden_layer_sizes=(8,), max_iter=60, random_state=0)
+    plain = quiet(MLPClassifier(**base), X, y).predict(X)
+    tilted = quiet(MLPClassifier(**base, class_weight={0: 1.0, 1: 10.0}), X, y).predict(X)
+    assert tilted.mean() > plain.mean() + 0.1
+    balanced = quiet(MLPClassifier(**base, class_weight="balanced"), X[40:], y[40:])
+    assert balanced.classes_.tolist() == [0, 1]
+
+
+@own_backends
+def test_sample_weight_pulls_the_fit_towards_heavy_samples():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (200, 1))
+    y = np.where(np.arange(200) % 2 == 0, 1.0, -1.0)  # two targets for the same inputs
+    w = np.where(y > 0, 9.0, 1.0)
+    base = dict(hidden_layer_sizes=(8,), max_iter=100, random_state=0, learning_rate_init=0.01)
+    assert abs(quiet(MLPRegressor(**base), X, y).predict(X).mean()) < 0.3
+    assert quiet(MLPRegressor(**base), X, y, sample_weight=w).predict(X).mean() > 0.5
+    clf = quiet(MLPClassifier(**base), X, y > 0, sample_weight=w)
+    assert clf.predict(X).mean() > 0.9
+
+
+@own_backends
+def test_fitted_attributes_and_curves():
+    X, y = load_digits(return_X_y=True)
+    est = quiet(MLPClassifier((16,), max_iter=15, early_stopping=True, random_state=0,
+                              n_iter_no_change=50), X / 16, y)
+    assert len(est.loss_curve_) == est.n_iter_ == 15
+    assert len(est.validation_scores_) == len(est.validation_loss_curve_) == 15
+    assert est.validation_loss_curve_[-1] < est.validation_loss_curve_[0]
+    assert est.best_validation_score_ == max(est.validation_scores_)
+    assert est.out_activation_ == "softmax" and est.n_layers_ == 3
+    assert [tuple(c.shape) for c in est.coefs_] == [(64, 16), (16, 10)]
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
+        MLPClassifier((4,), max_iter=2).fit(X[:50], y[:50])
+
+
+@own_backends
+def test_stops_when_the_loss_stops_improving():
+    X, y = make_classification(n_samples=100, random_state=0)
+    est = MLPClassifier((8,), max_iter=500, tol=1e-1, n_iter_no_change=3,
+                        random_state=0).fit(X, y)
+    assert est.n_iter_ < 20
+
+
+@own_backends
+def test_learning_rate_schedules():
+    X, y = make_classification(n_samples=100, random_state=0)
+    base = dict(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=0.1, random_state=0)
+    est = quiet(MLPClassifier(**base, learning_rate="invscaling", max_iter=3), X, y)
+    assert est._trainer.optimizer.lr == pytest.approx(0.1 / (est.t_ + 1) ** 0.5)
+    est = quiet(MLPClassifier(**base, learning_rate="adaptive", tol=10.0, n_iter_no_change=1,
+                              max_iter=8), X, y)
+    assert est._trainer.optimizer.lr < 0.1  # divided by 5 when the loss stalls
+    with pytest.raises(ValueError, match="balanced"):
+        MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1])
+
+
+@own_backends
+def test_multilabel_and_multioutput():
+    X, Y = make_classification(n_samples=80, random_state=0)[0], None
+    Y = (np.random.default_rng(0).uniform(size=(80, 3)) < X[:, :3] * 0 + 0.5).astype(int)
+    clf = quiet(MLPClassifier((8,), max_iter=5, random_state=0), X, Y)
+    assert clf.predict(X).shape == (80, 3) and clf.predict_proba(X).shape == (80, 3)
+    assert clf.out_activation_ == "logistic"
+    Xr, Yr = make_regression(n_samples=80, n_features=4, n_targets=3, random_state=0)
+    reg = quiet(MLPRegressor((8,), max_iter=5, random_state=0), Xr, Yr)
+    assert reg.predict(Xr).shape == (80, 3)
+
+
+@own_backends
+def test_bad_input_and_divergence_give_value_errors():
+    X, y = make_regression(n_samples=50, n_features=3, random_state=0)
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        MLPRegressor().fit(bad, y)
+    with pytest.raises(ValueError, match="non-finite"), np.errstate(all="ignore"):
+        MLPRegressor(solver="sgd", learning_rate_init=1e3, max_iter=20).fit(X * 1e3, y * 1e6)
+    with pytest.raises(ValueError, match="solver"):
+        MLPRegressor(solver="lbfgs").fit(X, y)
+    with pytest.raises(ValueError, match="continuous"):
+        MLPClassifier().fit(X, y)
+
+
+@own_backends
+def test_array_api_dispatch_uses_backend_arrays_in_place(monkeypatch):
+    torch = pytest.importorskip("torch")
+    X, y = make_classification(n_samples=64, n_features=5, random_state=0)
+    Xt, yt = torch.asarray(X), torch.asarray(y)
+    moved = []
+    real = _backend.from_host
+
+    def spy(name, x, device, dtype):
+        moved.append(tuple(x.shape))
+        return real(name, x, device, dtype)
+
+    monkeypatch.setattr(_backend, "from_host", spy)
+    for est in (MLPClassifier((8,), max_iter=3, random_state=0),
+                MLPClassifier((8,), max_iter=3, random_state=0, backend="torch")):
+        with sklearn.config_context(array_api_dispatch=True), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(Xt, yt)
+            proba, labels = est.predict_proba(Xt), est.predict(Xt)
+        assert est.placement_.backend == "torch"
+        assert isinstance(proba, torch.Tensor) and isinstance(labels, torch.Tensor)
+        assert isinstance(est.classes_, torch.Tensor)
+        assert not any(shape and shape[0] == 64 for shape in moved), moved  # no data copied
+        again = pickle.loads(pickle.dumps(est))
+        with sklearn.config_context(array_api_dispatch=True):
+            assert torch.equal(again.predict_proba(Xt), proba)
+        assert isinstance(again.classes_, torch.Tensor)
+    # without dispatch, scikit-learn hands NumPy to the estimator, and NumPy comes back
+    est = quiet(MLPClassifier((8,), max_iter=3, random_state=0, backend="torch"), Xt, yt)
+    assert isinstance(est.predict(Xt), np.ndarray)
+
+
+@own_backends
+def test_pandas_input_and_feature_names():
+    pd = pytest.importorskip("pandas")
+    X, y = make_classification(n_samples=60, n_features=3, n_informative=2, n_redundant=0,
+                               random_state=0)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    labels = pd.Series(np.where(y == 1, "yes", "no"))
+    est = quiet(MLPClassifier((4,), max_iter=5, random_state=0), frame, labels)
+    assert list(est.feature_names_in_) == ["a", "b", "c"]
+    assert set(est.predict(frame)) <= {"yes", "no"}
+    with pytest.warns(UserWarning, match="feature names"):  # as scikit-learn's MLP warns
+        assert est.predict([[0.0, 0.0, 0.0]]).shape == (1,)  # a list is taken too
+
+
+@pytest.mark.parametrize("make, namespace", [
+    (MLPRegressor, "torch"), (MLPRegressor, "array_api_strict"),
+    (MLPClassifier, "array_api_strict"),  # torch: see the next test
+])
+@own_backends
+def test_array_api_values_match_numpy(make, namespace):
+    """Stricter than the default array API checks: the same numbers as on NumPy
+    (one seed gives one network and one training trajectory on every backend)."""
+    from sklearn.utils.estimator_checks import check_array_api_input_and_values
+
+    pytest.importorskip(namespace)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check_array_api_input_and_values(make.__name__, make((8,), max_iter=20),
+                                         array_namespace=namespace, check_sample_weight=True)
+
+
+@own_backends
+def test_torch_classifier_values_match_numpy():
+    """As above for the classifier on torch, whose ``score`` the check cannot compare:
+    scikit-learn's accuracy_score averages in torch's default float32."""
+    torch = pytest.importorskip("torch")
+    X, y = make_classification(n_samples=30, n_features=10, random_state=42)
+    est = MLPClassifier((8,), max_iter=20, random_state=0)
+    ref = quiet(clone(est), X, y)
+    with sklearn.config_context(array_api_dispatch=True):
+        ours = quiet(clone(est), torch.asarray(X), torch.asarray(y))
+        proba = ours.predict_proba(torch.asarray(X)).numpy()
+        labels = ours.predict(torch.asarray(X)).numpy()
+    np.testing.assert_allclose(proba, ref.predict_proba(X), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(labels, ref.predict(X))
+    np.testing.assert_allclose(ours.loss_curve_, ref.loss_curve_, rtol=1e-12)
