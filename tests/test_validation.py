@@ -84,7 +84,7 @@ BAD_DATA = [
     if not (entry == "predict" and (case[2] is not None or case[0] == "lengths"))
 ])
 def test_bad_data_raises_before_mutation(trained, xor_data, entry, case):
-    name, fx, fy, exc, fragment = case
+    _, fx, fy, exc, fragment = case
     X, Y = xor_data
     X = fx(X) if fx else X
     Y = fy(Y) if fy else Y
