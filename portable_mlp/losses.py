@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from portable_mlp._backend import flattener
+
 Array = Any
 Loss = Callable[[Any, Array, Array], tuple[Array, Array]]
 
 
 def sum_of_squares(xp: Any, a: Array) -> Array:
     """``sum(a**2)`` as one BLAS dot over a flat view: no temporary."""
-    flat = xp.reshape(a, (-1,))
+    flat = flattener(xp)(a)
     return flat @ flat
 
 
