@@ -125,7 +125,8 @@ def devices(name: str) -> list[Any]:
         return found
     if name in ("numpy", "dask"):
         return ["cpu"]
-    return list(xp.__array_namespace_info__().devices())
+    # JAX lists None ("the default") among its devices: keep only real ones
+    return [d for d in xp.__array_namespace_info__().devices() if d is not None]
 
 
 def device_spec(device: Any) -> str:
@@ -145,7 +146,12 @@ def resolve_device(name: str, spec: Any) -> Any:
     """The device object of backend ``name`` for ``spec`` (None: the default device)."""
     xp = namespace(name)
     if spec is None:
-        return xp.__array_namespace_info__().default_device() if name != "dask" else "cpu"
+        if name == "dask":
+            return "cpu"
+        default = xp.__array_namespace_info__().default_device()
+        # JAX answers None ("the default"): name the real device, so that arrays
+        # placed there are recognised as this model's (Placement.owns compares specs)
+        return default if default is not None else devices(name)[0]
     wanted = device_spec(spec)
     for dev in devices(name):
         if device_spec(dev) == wanted:
