@@ -78,9 +78,11 @@ BACKEND_ROWS: dict[str, tuple[str, str | None]] = {
     "dask": ("dask", None),
     "cupy": ("cupy", None),
     "torch-cuda": ("torch", "cuda:0"),
+    "torch-cuda-tf32": ("torch", "cuda:0"),   # TF32 allowed: its own, labelled row
 }
 # Slow backends: only the seed's size is worth timing there.
 XOR_ONLY = {"array_api_strict", "dask"}
+GPU_ROWS = {"cupy", "torch-cuda", "torch-cuda-tf32"}
 
 
 class UnavailableError(Exception):
@@ -96,6 +98,7 @@ class Workload:
     keep_outputs: bool                       # async backends: sync on every call's outputs
     info: dict[str, Any] = field(default_factory=dict)
     compile_s: dict[str, float] = field(default_factory=dict)
+    prepare: Callable[[], None] = lambda: None  # set global matmul-precision flags
 
 
 def data(config: Config, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -121,8 +124,8 @@ def availability(row: str, config: Config) -> str | None:
         _backend.namespace(name)
     except _backend.BackendUnavailable as exc:
         return str(exc)
-    gpu = row in ("cupy", "torch-cuda") or (name == "jax" and _jax_gpu())
-    if row in ("cupy", "torch-cuda"):
+    gpu = row in GPU_ROWS or (name == "jax" and _jax_gpu())
+    if row in GPU_ROWS:
         try:
             _backend.resolve_device(name, device if device else None)
             if name == "cupy":
@@ -154,7 +157,8 @@ def build(row: str, config: Config) -> Workload:
     why = availability(row, config)
     if why:
         raise UnavailableError(why)
-    builder = {"numpy": _numpy, "torch": _torch, "torch-cuda": _torch, "jax": _jax,
+    builder = {"numpy": _numpy, "torch": _torch, "torch-cuda": _torch,
+               "torch-cuda-tf32": _torch, "jax": _jax,
                "jax-jit": _jax, "cupy": _cupy, "array_api_strict": _generic,
                "dask": _generic}[row]
     work = builder(row, config)
@@ -164,6 +168,7 @@ def build(row: str, config: Config) -> Workload:
 
 def time_steps(work: Workload, variant: str, k: int) -> float:
     """Seconds per step over ``k`` steps, synchronized once at the end."""
+    work.prepare()
     fn, sync = work.steps[variant], work.sync
     if work.keep_outputs:
         start = time.perf_counter()
@@ -300,13 +305,21 @@ def _torch(row: str, config: Config) -> Workload:
     dtype = getattr(torch, config.dtype)
     floor = _transposed_floor(config, lambda a: torch.as_tensor(a, dtype=dtype, device=device))
     cuda = device != "cpu"
+    tf32 = row.endswith("tf32")
+
+    def prepare() -> None:
+        if cuda:  # full float32 unless this is the labelled TF32 row
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+
+    prepare()
     precision = f"{config.dtype}; float32_matmul_precision={torch.get_float32_matmul_precision()}"
     if cuda:
         precision += f"; cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}"
     return Workload(row, config, {"floor": floor, "hand": hand,
                                   "portable_mlp": lambda: trainer.step(Xd, Yd)},
                     sync=(lambda out: torch.cuda.synchronize()) if cuda else (lambda out: None),
-                    keep_outputs=False,
+                    keep_outputs=False, prepare=prepare,
                     info={"device": device, "matmul_precision": precision,
                           "torch_threads": torch.get_num_threads()})
 
@@ -318,6 +331,8 @@ def _jax(row: str, config: Config) -> Workload:
     import jax.numpy as jnp
 
     jit = row == "jax-jit"
+    if jax.default_backend() == "gpu":  # full float32 matmuls (the GPU default is lower)
+        jax.config.update("jax_default_matmul_precision", "highest")
     trainer, Xd, Yd = _trainer(config, "jax", None)
     model_ = trainer.model
     lr, n = config.lr, config.batch
