@@ -330,6 +330,8 @@ class Placement:
 
     def owns(self, x: Any) -> bool:
         """Whether ``x`` is already an array of this backend on this device."""
+        if isinstance(x, np.ndarray):  # the common case, answered without a call
+            return self.backend == "numpy"
         if array_backend(x) != self.backend:
             return False
         return self.backend in ("numpy", "dask") or device_spec(compat.device(x)) == self.device

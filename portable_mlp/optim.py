@@ -89,8 +89,6 @@ class Optimizer:
         self.state: dict[str, Any] | None = None
 
     def learning_rate(self, step: int) -> float:
-        if type(self.schedule) is constant:  # the common case: no call per step
-            return self.lr
         return self.lr * float(self.schedule(step))
 
     def init_state(self, xp: Any, params: list[Array]) -> dict[str, Any]:
@@ -119,7 +117,8 @@ class Optimizer:
     def update(self, xp: Any, params: list[Array], grads: list[Array],
                state: dict[str, Any]) -> tuple[list[Array], dict[str, Any]]:
         step = state["step"]
-        lr, rule, t = self.learning_rate(step), self.rule, step + 1
+        lr = self.lr if type(self.schedule) is constant else self.learning_rate(step)
+        rule, t = self.rule, step + 1
         new_params, new_slots = [], []
         for p, g, slots in zip(params, grads, state["slots"]):
             p, slots = rule(xp, p, g, slots, lr, t)

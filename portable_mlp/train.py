@@ -54,6 +54,8 @@ class Trainer:
         self.stop_training = False          # a callback may set it to end fit
         self._healthy: Array | None = None  # device flag, on the deferred-check path
         self._last_loss: Array | None = None
+        self._state: dict[str, Any] | None = None  # the optimizer state and the params
+        self._params: list[Array] | None = None     # the last step made (checked already)
         self._unchecked = 0
 
     # --- one step ----------------------------------------------------------
@@ -64,7 +66,9 @@ class Trainer:
 
     def _step(self, X: Array, Y: Array) -> Array:
         model, xp, placement = self.model, self.model.xp, self.model.placement
-        state = self.optimizer.ensure_state(xp, model.params)
+        state = self.optimizer.state
+        if state is None or state is not self._state or model.params is not self._params:
+            state = self.optimizer.ensure_state(xp, model.params)  # not what our step made
         loss, grads = grad.loss_and_grads(model, model.params, X, Y, self._loss_fn, self.l2)
         sq_norm, flat = 0.0, _backend.flattener(xp)
         for g in grads:  # sum_of_squares, inlined: no call per gradient
@@ -81,6 +85,7 @@ class Trainer:
             finite = xp.isfinite(loss) & xp.isfinite(sq_norm)
             params, state, loss = self._guarded_update(grads, state, finite, loss)
         model.params, self.optimizer.state = params, state
+        self._state, self._params = state, params
         self.steps += 1
         self._last_loss = loss
         return loss
