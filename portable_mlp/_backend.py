@@ -108,6 +108,31 @@ def flattener(xp: Any) -> Callable[[Any], Any]:
     return operator.methodcaller("reshape", -1)
 
 
+@functools.cache
+def expit(xp: Any) -> Callable[[Any], Any]:
+    """The logistic sigmoid ``1 / (1 + exp(-x))`` on namespace ``xp``.
+
+    The standard has no sigmoid. Written with its functions it takes four
+    elementwise passes (negate, exp, add, divide); PyTorch and JAX have a fused
+    one (one pass, one dispatch), which this delegates to, as array-api-extra
+    does. The same function either way.
+    """
+    name = name_of_namespace(xp)
+    if name == "torch":
+        import torch
+
+        return torch.sigmoid
+    if name == "jax":
+        import jax
+
+        return jax.nn.sigmoid
+
+    def sigmoid(x: Any) -> Any:
+        return 1.0 / (xp.exp(-x) + 1.0)  # NumPy reuses the temporaries of this expression
+
+    return sigmoid
+
+
 def is_host_array(x: Any) -> bool:
     return isinstance(x, np.ndarray)
 

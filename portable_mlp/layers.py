@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from portable_mlp import initializers
+from portable_mlp import _backend, initializers
 
 Array = Any
 Backprop = Callable[..., tuple[Array | None, list[Array]]]
@@ -108,7 +108,7 @@ class Sigmoid(Piece):
     """``1 / (1 + exp(-x))``; its derivative ``y (1 - y)`` is taken from the output."""
 
     def forward(self, xp: Any, params: list[Array], x: Array) -> tuple[Array, Backprop]:
-        y = 1.0 / (xp.exp(-x) + 1.0)  # NumPy reuses the temporaries of this expression
+        y = _backend.expit(xp)(x)  # 1 / (1 + exp(-x)), fused where the library has it
 
         def backprop(dy: Array, need_dx: bool = True) -> tuple[Array, list[Array]]:
             dy *= y
