@@ -109,13 +109,12 @@ def flattener(xp: Any) -> Callable[[Any], Any]:
 
 
 @functools.cache
-def expit(xp: Any) -> Callable[[Any], Any]:
-    """The logistic sigmoid ``1 / (1 + exp(-x))`` on namespace ``xp``.
+def fused_sigmoid(xp: Any) -> Callable[[Any], Any] | None:
+    """The library's own one-pass logistic sigmoid, or None where it has none.
 
-    The standard has no sigmoid. Written with its functions it takes four
-    elementwise passes (negate, exp, add, divide); PyTorch and JAX have a fused
-    one (one pass, one dispatch), which this delegates to, as array-api-extra
-    does. The same function either way.
+    The standard has no sigmoid: written with its functions, ``1 / (1 + exp(-x))``
+    takes four elementwise passes (four dispatches on JAX). PyTorch and JAX have a
+    fused one; it is the same function, delegated to as array-api-extra does.
     """
     name = name_of_namespace(xp)
     if name == "torch":
@@ -126,11 +125,7 @@ def expit(xp: Any) -> Callable[[Any], Any]:
         import jax
 
         return jax.nn.sigmoid
-
-    def sigmoid(x: Any) -> Any:
-        return 1.0 / (xp.exp(-x) + 1.0)  # NumPy reuses the temporaries of this expression
-
-    return sigmoid
+    return None
 
 
 def is_host_array(x: Any) -> bool:

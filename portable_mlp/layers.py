@@ -108,7 +108,9 @@ class Sigmoid(Piece):
     """``1 / (1 + exp(-x))``; its derivative ``y (1 - y)`` is taken from the output."""
 
     def forward(self, xp: Any, params: list[Array], x: Array) -> tuple[Array, Backprop]:
-        y = _backend.expit(xp)(x)  # 1 / (1 + exp(-x)), fused where the library has it
+        fused = _backend.fused_sigmoid(xp)
+        # NumPy reuses the temporaries of the standard's expression
+        y = 1.0 / (xp.exp(-x) + 1.0) if fused is None else fused(x)
 
         def backprop(dy: Array, need_dx: bool = True) -> tuple[Array, list[Array]]:
             dy *= y

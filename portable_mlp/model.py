@@ -103,9 +103,9 @@ class Sequential:
                 ) -> tuple[Array, list[Backprop]]:
         """Run every piece; return the output and the backprops in forward order."""
         params = self.params if params is None else params
-        xp, backprops, i = self.xp, [], 0
+        xp, backprops, i = self.placement.xp, [], 0
         for piece, count in zip(self.pieces, self._counts):
-            x, backprop = piece.forward(xp, params[i:i + count], x)
+            x, backprop = piece.forward(xp, params[i:i + count] if count else [], x)
             backprops.append(backprop)
             i += count
         return x, backprops
