@@ -31,7 +31,7 @@ def _limit_threads(n: int) -> None:
         os.environ[var] = str(n)
     flags = os.environ.get("XLA_FLAGS", "")
     if n == 1:
-        flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        flags += " --xla_cpu_multi_thread_eigen=false"
     os.environ["XLA_FLAGS"] = flags.strip()
 
 
