@@ -352,6 +352,15 @@ class Placement:
         """Whether ``x`` is already an array of this backend on this device."""
         if isinstance(x, np.ndarray):  # the common case, answered without a call
             return self.backend == "numpy"
+        if type(x) in self._own_types:  # an array type of this backend, seen before:
+            # compare device objects (no namespace lookup, no string per call)
+            return self.backend == "dask" or compat.device(x) == self.device_obj
         if array_backend(x) != self.backend:
             return False
+        self._own_types.add(type(x))
         return self.backend in ("numpy", "dask") or device_spec(compat.device(x)) == self.device
+
+    @functools.cached_property
+    def _own_types(self) -> set[type]:
+        """Array types known to belong to this backend (filled by ``owns``)."""
+        return set()
