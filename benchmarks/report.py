@@ -138,8 +138,9 @@ def chart(results: list[dict[str, Any]], path: Path, title: str) -> None:
     ax1.set_yscale("log")
     ax1.set_ylabel("step time / GEMM floor (log; lower is better)")
     ax1.set_xticks(list(x), labels, fontsize=8)
-    for i, (h, p) in enumerate(zip(hand, pm, strict=True)):
-        ax1.annotate(f"{p / h:.2f}x", (i + width / 2, p), ha="center", va="bottom", fontsize=7)
+    for i, (r, p) in enumerate(zip(rows, pm, strict=True)):  # the table's paired ratio
+        ax1.annotate(f"{r['pm_over_hand']:.2f}x", (i + width / 2, p), ha="center", va="bottom",
+                     fontsize=7)
     ax1.legend(fontsize=8)
     ax1.set_title(title + "\n(label above each orange bar: portable_mlp / hand-written)",
                   fontsize=10)
