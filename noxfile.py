@@ -8,6 +8,8 @@ fails the run instead of skipping.
 from __future__ import annotations
 
 import glob
+import time
+from pathlib import Path
 
 import nox
 
@@ -67,13 +69,31 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy")
 
 
-@nox.session(default=False)
-def bench(session: nox.Session) -> None:
-    """The pytest-benchmark suite; keeps the JSON under benchmarks/results/."""
+def install_bench(session: nox.Session) -> None:
     session.install(torch_requirement())
     session.install("-e", ".[bench,jax,dask]")
-    session.run("pytest", "benchmarks", "--benchmark-only",
-                "--benchmark-json=benchmarks/results/bench.json", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """The pytest-benchmark suite; keeps the JSON under benchmarks/results/.
+
+    `nox -s bench -- -k "numpy and wide"` runs a slice."""
+    install_bench(session)
+    Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    session.run("pytest", "benchmarks", "--benchmark-only", "-p", "no:cacheprovider",
+                f"--benchmark-json=benchmarks/results/bench-{stamp}.json", *session.posargs)
+    session.log(f"kept benchmarks/results/bench-{stamp}.json")
+
+
+@nox.session(default=False)
+def bench_report(session: nox.Session) -> None:
+    """The side-by-side report (floor / hand-written / portable_mlp), table + JSON + PNG.
+
+    `nox -s bench_report -- --backends numpy --configs wide` runs a slice."""
+    install_bench(session)
+    session.run("python", "-m", "benchmarks.report", *session.posargs)
 
 
 @nox.session(default=False)

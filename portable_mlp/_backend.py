@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import operator
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -131,6 +133,38 @@ def array_backend(x: Any) -> str | None:
         return None
 
 
+@functools.cache
+def flattener(xp: Any) -> Callable[[Any], Any]:
+    """A function viewing an array as 1-D, the cheapest way the library offers.
+
+    The arrays' own ``reshape`` method costs a fraction of the namespace function
+    (array-api-compat's wrapper) on tiny arrays; array-api-strict arrays have none.
+    """
+    if compat.is_array_api_strict_namespace(xp):
+        return functools.partial(xp.reshape, shape=(-1,))
+    return operator.methodcaller("reshape", -1)
+
+
+@functools.cache
+def fused_sigmoid(xp: Any) -> Callable[[Any], Any] | None:
+    """The library's own one-pass logistic sigmoid, or None where it has none.
+
+    The standard has no sigmoid: written with its functions, ``1 / (1 + exp(-x))``
+    takes four elementwise passes (four dispatches on JAX). PyTorch and JAX have a
+    fused one; it is the same function, delegated to as array-api-extra does.
+    """
+    name = name_of_namespace(xp)
+    if name == "torch":
+        import torch
+
+        return torch.sigmoid
+    if name == "jax":
+        import jax
+
+        return jax.nn.sigmoid
+    return None
+
+
 def is_host_array(x: Any) -> bool:
     return isinstance(x, np.ndarray)
 
@@ -148,7 +182,7 @@ def devices(name: str) -> list[Any]:
         return found
     if name in ("numpy", "dask"):
         return ["cpu"]
-    # jax lists None among its devices
+    # JAX lists None ("the default") among its devices: keep only real ones
     return [d for d in xp.__array_namespace_info__().devices() if d is not None]
 
 
@@ -172,7 +206,8 @@ def resolve_device(name: str, spec: Any) -> Any:
         if name == "dask":
             return "cpu"
         default = xp.__array_namespace_info__().default_device()
-        # JAX answers None ("wherever JAX puts it"): name the device its arrays land on
+        # JAX answers None ("the default"): name the device its arrays land on, so that
+        # arrays placed there are recognised as this model's (Placement.owns compares specs)
         return default if default is not None else compat.device(xp.zeros(0))
     wanted = device_spec(spec)
     for dev in devices(name):
@@ -360,6 +395,17 @@ class Placement:
 
     def owns(self, x: Any) -> bool:
         """Whether ``x`` is already an array of this backend on this device."""
+        if isinstance(x, np.ndarray):  # the common case, answered without a call
+            return self.backend == "numpy"
+        if type(x) in self._own_types:  # an array type of this backend, seen before:
+            # compare device objects (no namespace lookup, no string per call)
+            return self.backend == "dask" or compat.device(x) == self.device_obj
         if array_backend(x) != self.backend:
             return False
+        self._own_types.add(type(x))
         return self.backend in ("numpy", "dask") or device_spec(compat.device(x)) == self.device
+
+    @functools.cached_property
+    def _own_types(self) -> set[type]:
+        """Array types known to belong to this backend (filled by ``owns``)."""
+        return set()

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from portable_mlp import initializers
+from portable_mlp import _backend, initializers
 
 Array = Any
 Backprop = Callable[..., tuple[Array | None, list[Array]]]
@@ -108,7 +108,9 @@ class Sigmoid(Piece):
     """``1 / (1 + exp(-x))``; its derivative ``y (1 - y)`` is taken from the output."""
 
     def forward(self, xp: Any, params: list[Array], x: Array) -> tuple[Array, Backprop]:
-        y = 1.0 / (xp.exp(-x) + 1.0)  # NumPy reuses the temporaries of this expression
+        fused = _backend.fused_sigmoid(xp)
+        # NumPy reuses the temporaries of the standard's expression
+        y = 1.0 / (xp.exp(-x) + 1.0) if fused is None else fused(x)
 
         def backprop(dy: Array, need_dx: bool = True) -> tuple[Array, list[Array]]:
             dy *= y

@@ -35,6 +35,11 @@ class Sequential:
         self.params = [self.placement.from_host(np.asarray(p)) for p in host]
         self._decayed = [d for piece in self.pieces for d in piece.decayed()]
         self._counts = [len(piece.decayed()) for piece in self.pieces]
+        size = self._n_features = next(p.in_features for p in self.pieces
+                                       if isinstance(p, layers.Linear))
+        for piece in self.pieces:
+            size = piece.output_size(size)
+        self._n_outputs = size
 
     @classmethod
     def _from_host(cls, pieces: Sequence[Piece], host: list[np.ndarray],
@@ -64,14 +69,11 @@ class Sequential:
 
     @property
     def n_features(self) -> int:
-        return next(p.in_features for p in self.pieces if isinstance(p, layers.Linear))
+        return self._n_features
 
     @property
     def n_outputs(self) -> int:
-        size = self.n_features
-        for piece in self.pieces:
-            size = piece.output_size(size)
-        return size
+        return self._n_outputs
 
     @property
     def decayed(self) -> list[bool]:
@@ -102,21 +104,21 @@ class Sequential:
                 ) -> tuple[Array, list[Backprop]]:
         """Run every piece; return the output and the backprops in forward order."""
         params = self.params if params is None else params
-        xp, backprops, i = self.xp, [], 0
+        xp, backprops, i = self.placement.xp, [], 0
         for piece, count in zip(self.pieces, self._counts):
-            x, backprop = piece.forward(xp, params[i:i + count], x)
+            x, backprop = piece.forward(xp, params[i:i + count] if count else [], x)
             backprops.append(backprop)
             i += count
         return x, backprops
 
     def backward(self, delta: Array, backprops: list[Backprop]) -> list[Array]:
         """Chain rule: run the backprops reversed; return grads aligned with params."""
-        grads: list[list[Array]] = []
-        last = len(backprops) - 1
-        for i in range(last, -1, -1):
+        grads: list[Array] = []
+        for i in range(len(backprops) - 1, -1, -1):
             delta, piece_grads = backprops[i](delta, i > 0)
-            grads.append(piece_grads)
-        return [g for piece_grads in reversed(grads) for g in piece_grads]
+            if piece_grads:
+                grads[:0] = piece_grads
+        return grads
 
     def __call__(self, X: Any) -> Array:
         """The forward pass: output activations for ``X`` (host data is moved here)."""

@@ -96,14 +96,19 @@ class Optimizer:
 
     def ensure_state(self, xp: Any, params: list[Array]) -> dict[str, Any]:
         """The current state, created for ``params`` on first use and checked after."""
-        if self.state is None:
-            self.state = self.init_state(xp, params)
-        elif len(self.state["slots"]) != len(params) or any(
-                tuple(s.shape) != tuple(p.shape)
-                for slots, p in zip(self.state["slots"], params) for s in slots):
+        state = self.state
+        if state is None:
+            state = self.state = self.init_state(xp, params)
+            return state
+        mismatch = len(state["slots"]) != len(params)
+        if not mismatch:
+            for slots, p in zip(state["slots"], params):
+                for s in slots:  # a plain loop: no generator to build on every step
+                    mismatch = mismatch or tuple(s.shape) != tuple(p.shape)
+        if mismatch:
             raise ValueError(f"{type(self).__name__} holds state for other parameters; "
                              "use a new optimizer for a different model (or call reset())")
-        return self.state
+        return state
 
     def reset(self) -> None:
         """Forget the state (moments, step count): the next update starts afresh."""
@@ -111,13 +116,15 @@ class Optimizer:
 
     def update(self, xp: Any, params: list[Array], grads: list[Array],
                state: dict[str, Any]) -> tuple[list[Array], dict[str, Any]]:
-        lr = self.learning_rate(state["step"])
+        step = state["step"]
+        lr = self.lr if type(self.schedule) is constant else self.learning_rate(step)
+        rule, t = self.rule, step + 1
         new_params, new_slots = [], []
         for p, g, slots in zip(params, grads, state["slots"]):
-            p, slots = self.rule(xp, p, g, slots, lr, state["step"] + 1)
+            p, slots = rule(xp, p, g, slots, lr, t)
             new_params.append(p)
             new_slots.append(slots)
-        return new_params, {"step": state["step"] + 1, "slots": new_slots}
+        return new_params, {"step": t, "slots": new_slots}
 
     def rule(self, xp: Any, p: Array, g: Array, slots: list[Array], lr: float,
              t: int) -> tuple[Array, list[Array]]:

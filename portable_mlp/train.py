@@ -23,7 +23,6 @@ import numpy as np
 
 from portable_mlp import _backend, grad, optim, validation
 from portable_mlp.callbacks import as_callbacks
-from portable_mlp.losses import sum_of_squares
 
 if TYPE_CHECKING:
     from portable_mlp.model import Sequential
@@ -80,33 +79,39 @@ class Trainer:
         self._last_loss: Array | None = None
         self._good_loss: Array | None = None  # deferred path: last finite loss, on device
         self._skipped: Array | None = None    # deferred path: steps skipped as non-finite
+        self._state: dict[str, Any] | None = None  # the optimizer state and the params
+        self._params: list[Array] | None = None     # the last step made (checked already)
         self._unchecked = 0
         self._interrupted = False           # set by the SIGINT handler during fit
 
     # --- one step ----------------------------------------------------------
     def step(self, Xb: Any, Yb: Any) -> Array:
         """One forward + backward + update on a batch; returns the loss (0-d, on device)."""
-        model = self.model
-        X = validation.features(model, Xb)
-        Y = validation.targets(model, Yb, X.shape[0])
+        X, Y = validation.batch(self.model, Xb, Yb)
         return self._step(X, Y)
 
     def _step(self, X: Array, Y: Array, w: Array | None = None) -> Array:
         model, xp, placement = self.model, self.model.xp, self.model.placement
-        state = self.optimizer.ensure_state(xp, model.params)
+        state = self.optimizer.state
+        if state is None or state is not self._state or model.params is not self._params:
+            state = self.optimizer.ensure_state(xp, model.params)  # not what our step made
         loss, grads = grad.loss_and_grads(model, model.params, X, Y, self._loss_fn, self.l2, w)
-        sq_norm = sum(sum_of_squares(xp, g) for g in grads)
+        sq_norm, flat = 0.0, _backend.flattener(xp)
+        for g in grads:  # sum_of_squares, inlined: no call per gradient
+            g_flat = flat(g)
+            sq_norm = sq_norm + g_flat @ g_flat
         if self.clip_norm is not None:
             scale = xp.minimum(self.clip_norm / (xp.sqrt(sq_norm) + 1e-12), 1.0)
             grads = [g * scale for g in grads]
-        finite = xp.isfinite(loss) & xp.isfinite(sq_norm)
-        if placement.host_reads_are_free:
-            if not bool(finite):
+        if placement.host_reads_are_free:  # read both back: cheaper than device ops
+            if not (math.isfinite(float(loss)) and math.isfinite(float(sq_norm))):
                 raise DivergenceError(self.steps + 1, self._last_finite_loss())
             params, state = self.optimizer.update(xp, model.params, grads, state)
         else:
+            finite = xp.isfinite(loss) & xp.isfinite(sq_norm)
             params, state, loss = self._guarded_update(grads, state, finite, loss)
         model.params, self.optimizer.state = params, state
+        self._state, self._params = state, params
         self.steps += 1
         self._last_loss = loss
         return loss

@@ -106,6 +106,21 @@ def features(model: Sequential, X: Any, name: str = "X", check_values: bool = Fa
     return rows(model, X, name, model.n_features, check_values)
 
 
+def batch(model: Sequential, X: Any, Y: Any) -> tuple[Array, Array]:
+    """``features`` and ``targets`` of one training batch (metadata checks only).
+
+    Arrays already placed on the model with the right dtype and shapes pass through
+    one inlined check: ``Trainer.step`` then does no per-call work beyond it.
+    """
+    placement, dtype = model.placement, model.placement.dtype_obj
+    if (placement.owns(X) and placement.owns(Y) and X.dtype == dtype and Y.dtype == dtype
+            and X.ndim == 2 and Y.ndim == 2 and X.shape[0] == Y.shape[0] and X.shape[0] > 0
+            and X.shape[1] == model.n_features and Y.shape[1] == model.n_outputs):
+        return X, Y
+    Xp = features(model, X)
+    return Xp, targets(model, Y, Xp.shape[0])
+
+
 def targets(model: Sequential, Y: Any, n: int, name: str = "Y",
             check_values: bool = False) -> Array:
     """``Y`` as a (n, n_outputs) array matching ``n`` rows of X."""

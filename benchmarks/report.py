@@ -1,0 +1,208 @@
+"""Side-by-side report: the GEMM floor, a hand-written step, portable_mlp's step.
+
+    python -m benchmarks.report          # numpy, torch, jax, jax-jit x xor, mnist, wide, deep
+    python -m benchmarks.report --backends numpy --configs wide,xor --rounds 5
+
+For each backend and configuration the three steps are timed in one run,
+interleaved (floor, hand, portable_mlp, floor, hand, portable_mlp, ...), each
+sample K steps synchronized once; a noisy machine then drifts on all three alike.
+Ratios are medians of the per-round ratios (each round's three samples are taken
+back to back). Writes benchmarks/results/report.json and report.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_BACKENDS = "numpy,torch,jax,jax-jit"
+
+
+def _limit_threads(n: int) -> None:
+    """Pin every library's thread pool to ``n`` threads (before any is imported)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if n == 1:
+        flags += " --xla_cpu_multi_thread_eigen=false"
+    os.environ["XLA_FLAGS"] = flags.strip()
+
+
+def _keep_memory() -> bool:
+    """Ask glibc to keep freed memory (no trimming; arrays up to 32 MiB from the heap).
+
+    On a VM every fresh page of a large temporary costs a fault; how many a step
+    takes depends on the order of frees, not on the work. Keeping freed memory
+    takes that noise out of all three variants alike. Returns whether it applied.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_trim_threshold, 2**30)
+                    and libc.mallopt(m_mmap_threshold, 32 * 2**20))
+    except (OSError, AttributeError):
+        return False
+
+
+def measure(row: str, config_name: str, rounds: int, sample_s: float) -> dict[str, Any]:
+    from benchmarks import _workloads as w
+
+    config = w.CONFIGS[config_name]
+    try:
+        work = w.build(row, config)
+    except w.UnavailableError as exc:
+        return {"backend": row, "config": config_name, "skipped": str(exc)}
+    ks = {}
+    for variant in w.VARIANTS:  # warm up, then size K so one sample takes ~sample_s
+        w.time_steps(work, variant, 2)
+        once = w.time_steps(work, variant, 2)
+        ks[variant] = max(2, round(sample_s / max(once, 1e-7)))
+    samples: dict[str, list[float]] = {v: [] for v in w.VARIANTS}
+    for _ in range(rounds):
+        for variant in w.VARIANTS:
+            samples[variant].append(w.time_steps(work, variant, ks[variant]))
+    med = {v: statistics.median(s) for v, s in samples.items()}
+
+    def paired(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(samples[a], samples[b], strict=True))
+
+    return {
+        "backend": row, "config": config_name, "steps_per_sample": ks, "rounds": rounds,
+        "seconds": samples, "median_s": med,
+        "gflops": {v: config.flops / t / 1e9 for v, t in med.items()},
+        "pm_over_hand": paired("portable_mlp", "hand"),
+        "pm_over_floor": paired("portable_mlp", "floor"),
+        "hand_over_floor": paired("hand", "floor"),
+        "compile_s": work.compile_s, "info": work.info,
+    }
+
+
+def _fmt_time(s: float) -> str:
+    return f"{s * 1e3:9.3f} ms" if s >= 1e-3 else f"{s * 1e6:9.1f} us"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = (f"{'backend':<17}{'config':<8}{'floor':>13}{'hand':>13}{'portable_mlp':>13}"
+            f"{'GFLOP/s f/h/pm':>22}{'pm/hand':>9}{'pm/floor':>9}{'hand/floor':>11}")
+    lines = [head, "-" * len(head)]
+    notes = []
+    for r in results:
+        if "skipped" in r:
+            notes.append(f"{r['backend']} {r['config']}: skipped ({r['skipped']})")
+            continue
+        m, g = r["median_s"], r["gflops"]
+        gf = "/".join(f"{g[v]:.3g}" for v in ("floor", "hand", "portable_mlp"))
+        lines.append(f"{r['backend']:<17}{r['config']:<8}{_fmt_time(m['floor']):>13}"
+                     f"{_fmt_time(m['hand']):>13}{_fmt_time(m['portable_mlp']):>13}{gf:>22}"
+                     f"{r['pm_over_hand']:>9.3f}{r['pm_over_floor']:>9.3f}"
+                     f"{r['hand_over_floor']:>11.3f}")
+        if r["compile_s"]:
+            c = ", ".join(f"{k} {v:.2f}s" for k, v in r["compile_s"].items())
+            notes.append(f"{r['backend']} {r['config']}: compile (excluded) {c}")
+    precisions = {f"{r['backend']}": r["info"]["matmul_precision"].split(";", 1)[-1].strip()
+                  for r in results if "info" in r}
+    notes += [f"matmul precision, {b}: {p}" for b, p in precisions.items()]
+    return "\n".join([*lines, "", *notes])
+
+
+def chart(results: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results if "skipped" not in r]
+    if not rows:
+        return
+    labels = [f"{r['backend']}\n{r['config']}" for r in rows]
+    hand = [r["hand_over_floor"] for r in rows]
+    pm = [r["pm_over_floor"] for r in rows]
+    x = range(len(rows))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8, 1.1 * len(rows) + 2), 8))
+    width = 0.38
+    ax1.bar([i - width / 2 for i in x], hand, width, label="hand-written step", color="#8da0cb")
+    ax1.bar([i + width / 2 for i in x], pm, width, label="portable_mlp Trainer.step",
+            color="#fc8d62")
+    ax1.axhline(1.0, color="black", lw=1, label="GEMM floor (= 1)")
+    ax1.axhline(1.10, color="grey", lw=1, ls="--", label="1.10x floor")
+    ax1.set_yscale("log")
+    ax1.set_ylabel("step time / GEMM floor (log; lower is better)")
+    ax1.set_xticks(list(x), labels, fontsize=8)
+    for i, (r, p) in enumerate(zip(rows, pm, strict=True)):  # the table's paired ratio
+        ax1.annotate(f"{r['pm_over_hand']:.2f}x", (i + width / 2, p), ha="center", va="bottom",
+                     fontsize=7)
+    ax1.legend(fontsize=8)
+    ax1.set_title(title + "\n(label above each orange bar: portable_mlp / hand-written)",
+                  fontsize=10)
+    for j, (variant, color) in enumerate((("floor", "#66c2a5"), ("hand", "#8da0cb"),
+                                          ("portable_mlp", "#fc8d62"))):
+        ax2.bar([i + (j - 1) * 0.27 for i in x], [r["gflops"][variant] for r in rows], 0.27,
+                label=variant, color=color)
+    ax2.set_yscale("log")
+    ax2.set_ylabel("GFLOP/s (matmul FLOPs / step time)")
+    ax2.set_xticks(list(x), labels, fontsize=8)
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default=DEFAULT_BACKENDS,
+                        help="comma-separated rows: numpy, torch, jax, jax-jit, "
+                             "array_api_strict, dask, cupy, torch-cuda (default: %(default)s)")
+    parser.add_argument("--configs", default="xor,mnist,wide,deep",
+                        help="comma-separated: xor, mnist, wide, deep, wide4096 (GPU)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    parser.add_argument("--sample-s", type=float, default=0.25,
+                        help="target seconds per sample of K steps (default 0.25)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="pin BLAS/torch/XLA thread pools to this many threads")
+    parser.add_argument("--keep-memory", action="store_true",
+                        help="glibc keeps freed memory (mallopt): no page-fault noise")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for report.json/png")
+    args = parser.parse_args(argv)
+    if args.threads:
+        _limit_threads(args.threads)
+        try:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            pass
+    if args.keep_memory and not _keep_memory():
+        print("--keep-memory: mallopt is not available here; ignored", file=sys.stderr)
+    results = []
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    for config in args.configs.split(","):
+        for row in args.backends.split(","):
+            print(f"measuring {row} {config} ...", file=sys.stderr, flush=True)
+            results.append(measure(row, config, args.rounds, args.sample_s))
+    text = table(results)
+    print(f"# python -m benchmarks.report {' '.join(argv if argv is not None else sys.argv[1:])}"
+          f"\n# {started}, {os.cpu_count()} CPUs, {args.rounds} rounds, step times are medians\n")
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(
+        {"started": started, "argv": argv if argv is not None else sys.argv[1:],
+         "results": results}, indent=1, default=str))
+    chart(results, args.out / "report.png", f"portable_mlp training step vs hand-written and "
+          f"GEMM floor ({started})")
+    print(f"\nwrote {args.out / 'report.json'} and {args.out / 'report.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
