@@ -248,10 +248,13 @@ def dtype_name(dtype: Any) -> str:
     """'float32' for any library's float32 dtype object or string."""
     if isinstance(dtype, str):
         return dtype
-    text = str(dtype)
+    try:  # NumPy dtypes and scalar types (np.float32), JAX's (NumPy's own)
+        return np.dtype(dtype).name
+    except TypeError:
+        text = str(dtype)
     for prefix in ("torch.", "array_api_strict."):
         text = text.removeprefix(prefix)
-    return str(np.dtype(text)) if text in FLOAT_DTYPES else text
+    return text
 
 
 # --- data movement ---------------------------------------------------------

@@ -82,6 +82,7 @@ def gradcheck(model: Sequential, X: Any, Y: Any, loss: str = "mse", l2: float = 
     Returns the largest error relative to tolerance (<= 1 passes); raises
     ``GradcheckError`` naming the worst parameter entry otherwise.
     """
+    l2 = validation.non_negative("l2", l2)
     m64 = model.to(dtype="float64")
     fn = check_loss(m64, loss)
     Xp = validation.features(m64, X, check_values=True)

@@ -32,7 +32,8 @@ class Sequential:
 
     # --- construction helpers --------------------------------------------
     def _set_host_params(self, host: list[np.ndarray]) -> None:
-        self.params = [self.placement.from_host(np.asarray(p)) for p in host]
+        # a copy: the model updates its parameters in place, never the caller's arrays
+        self.params = [self.placement.from_host(np.array(p)) for p in host]
         self._decayed = [d for piece in self.pieces for d in piece.decayed()]
         self._counts = [len(piece.decayed()) for piece in self.pieces]
         size = self._n_features = next(p.in_features for p in self.pieces
@@ -132,7 +133,8 @@ class Sequential:
         xp = self.xp
         if out.shape[1] > 1:
             return xp.argmax(out, axis=1)
-        threshold = 0.0 if isinstance(self.pieces[-1], (layers.Identity, layers.Linear)) else 0.5
+        # the output's midpoint: 0.5 for the (0, 1) activations, 0 for logits and tanh
+        threshold = 0.5 if isinstance(self.pieces[-1], (layers.Sigmoid, layers.Softmax)) else 0.0
         return xp.astype(out[:, 0] > threshold, self.placement.int_dtype)
 
     # --- python protocol -------------------------------------------------

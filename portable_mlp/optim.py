@@ -24,17 +24,22 @@ Schedule = Callable[[int], float]
 
 # --- learning-rate schedules: step (0-based) -> multiplier of the base lr ---
 
-class constant:  # noqa: N801 - used like a function
+class _Schedule:
+    """A schedule's repr names its settings (checkpoints store it: no memory addresses)."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class constant(_Schedule):  # noqa: N801 - used like a function
     """The base learning rate at every step."""
 
     def __call__(self, step: int) -> float:
         return 1.0
 
-    def __repr__(self) -> str:
-        return "constant()"
 
-
-class step_decay:  # noqa: N801
+class step_decay(_Schedule):  # noqa: N801
     """Multiply by ``factor`` every ``every`` steps."""
 
     def __init__(self, every: int, factor: float = 0.5) -> None:
@@ -45,7 +50,7 @@ class step_decay:  # noqa: N801
         return float(self.factor ** (step // self.every))
 
 
-class exponential_decay:  # noqa: N801
+class exponential_decay(_Schedule):  # noqa: N801
     """``rate ** (step / every)``."""
 
     def __init__(self, rate: float, every: int = 1) -> None:
@@ -56,7 +61,7 @@ class exponential_decay:  # noqa: N801
         return float(self.rate ** (step / self.every))
 
 
-class inverse_scaling:  # noqa: N801
+class inverse_scaling(_Schedule):  # noqa: N801
     """scikit-learn's 'invscaling': ``1 / (step + 1) ** power``."""
 
     def __init__(self, power: float = 0.5) -> None:
@@ -66,7 +71,7 @@ class inverse_scaling:  # noqa: N801
         return float(1.0 / (step + 1) ** self.power)
 
 
-class cosine:  # noqa: N801
+class cosine(_Schedule):  # noqa: N801
     """Cosine decay from 1 to ``floor`` over ``steps`` steps, then ``floor``."""
 
     def __init__(self, steps: int, floor: float = 0.0) -> None:
@@ -104,10 +109,12 @@ class Optimizer:
         if not mismatch:
             for slots, p in zip(state["slots"], params):
                 for s in slots:  # a plain loop: no generator to build on every step
-                    mismatch = mismatch or tuple(s.shape) != tuple(p.shape)
+                    mismatch = (mismatch or tuple(s.shape) != tuple(p.shape)
+                                or type(s) is not type(p) or s.dtype != p.dtype)
         if mismatch:
-            raise ValueError(f"{type(self).__name__} holds state for other parameters; "
-                             "use a new optimizer for a different model (or call reset())")
+            raise ValueError(f"{type(self).__name__} holds state for other parameters (shapes, "
+                             "backend or dtype differ); use a new optimizer for a different "
+                             "model (or call reset())")
         return state
 
     def reset(self) -> None:

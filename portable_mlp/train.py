@@ -47,6 +47,9 @@ class DivergenceError(FloatingPointError):
                          f"finite (last finite loss: {last}). The model and the optimizer keep "
                          f"their last finite state. Try: {REMEDIES}.")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles across processes (Dask workers)
+        return type(self), (self.step, self.last_loss, self.history)
+
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) during ``fit``: training stopped at a step boundary.
@@ -60,6 +63,9 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.step, self.history = step, history
         super().__init__(f"training interrupted after step {step}; "
                          f"{len(history['loss'])} epochs are in .history")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.step, self.history)
 
 
 class Trainer:

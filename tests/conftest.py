@@ -30,29 +30,39 @@ def _setup(name: str) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
-def _available(name: str) -> tuple[bool, str]:
+def _missing(name: str) -> str | None:
+    """Why the backend's library cannot be imported, or None."""
     try:
         _backend.namespace(name)
     except _backend.BackendUnavailable as exc:
-        return False, str(exc)
-    if name == "cupy":
-        import cupy
+        return str(exc)
+    return None
 
-        try:
-            if cupy.cuda.runtime.getDeviceCount() < 1:
-                return False, "CuPy is installed but no GPU is present"
-        except cupy.cuda.runtime.CUDARuntimeError as exc:
-            return False, f"CuPy is installed but no GPU is usable ({exc})"
-    return True, ""
+
+def _no_gpu(name: str) -> str | None:
+    """Why an installed GPU backend cannot run here (no device), or None."""
+    if name != "cupy":
+        return None
+    import cupy
+
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return "CuPy is installed but no GPU is present"
+    except cupy.cuda.runtime.CUDARuntimeError as exc:
+        return f"CuPy is installed but no GPU is usable ({exc})"
+    return None
 
 
 @pytest.fixture(params=REQUESTED or ALL)
 def backend(request: pytest.FixtureRequest) -> str:
+    """A requested backend that fails to import fails; one that is absent, or a GPU
+    backend on a machine without a GPU, skips with the reason."""
     name = request.param
-    ok, why = _available(name)
-    if not ok:
-        if name in REQUESTED and name != "cupy":
-            pytest.fail(f"backend {name!r} was requested but cannot be used: {why}")
+    missing = _missing(name)
+    if missing and name in REQUESTED:
+        pytest.fail(f"backend {name!r} was requested but cannot be imported: {missing}")
+    why = missing or _no_gpu(name)
+    if why:
         pytest.skip(why)
     _setup(name)
     return name

@@ -173,3 +173,49 @@ def test_models_optimizers_trainers_pickle_and_deepcopy(backend, what, xor_data)
     trainer.step(X, Y)
     for a, b in zip(restored.model.host_params(), trainer.model.host_params()):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_moved_and_loaded_parameters_never_alias_the_source(xor_data):
+    X, Y = xor_data
+    model = pm.MLP([2, 3, 2], seed=0, dtype="float64")
+    before = [p.copy() for p in model.params]
+    for other in (model.to(dtype="float64"), model.to("numpy")):
+        pm.Trainer(other, optimizer=pm.SGD(lr=1.0)).step(X, Y)
+    mine = [p.copy() for p in before]
+    model.load_params(mine)
+    pm.Trainer(model, optimizer=pm.SGD(lr=1.0)).step(X, Y)
+    for p, b, m in zip(model.params, before, mine):
+        np.testing.assert_array_equal(m, b)  # the caller's arrays are untouched
+        assert not np.array_equal(p, b)
+
+
+def test_an_optimizer_with_state_refuses_another_backend_or_dtype(xor_data):
+    X, Y = xor_data
+    opt = pm.Adam(lr=0.01)
+    pm.Trainer(pm.MLP([2, 3, 2], seed=0), optimizer=opt).step(X, Y)
+    slots = [[s.copy() for s in ss] for ss in opt.state["slots"]]
+    other = pm.MLP([2, 3, 2], seed=0, dtype="float32")
+    with pytest.raises(ValueError, match="backend or dtype differ"):
+        pm.Trainer(other, optimizer=opt).step(X, Y)
+    for ss, kept in zip(opt.state["slots"], slots):
+        for s, k in zip(ss, kept):
+            np.testing.assert_array_equal(s, k)
+
+
+def test_errors_and_schedules_pickle_and_read_well():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(pm.DivergenceError(3, 0.25, {"loss": [1.0]})))
+    assert (err.step, err.last_loss, err.history) == (3, 0.25, {"loss": [1.0]})
+    assert repr(pm.optim.step_decay(every=2, factor=0.5)) == "step_decay(every=2, factor=0.5)"
+
+
+def test_numpy_dtype_objects_are_accepted():
+    assert pm.MLP([2, 2], dtype=np.float32).placement.dtype == "float32"
+    assert pm.MLP([2, 2], dtype=np.dtype("float64")).placement.dtype == "float64"
+
+
+def test_a_single_tanh_output_is_thresholded_at_zero():
+    model = pm.MLP([1, 1], activation="tanh", output="tanh", bias=False, seed=0)
+    model.load_params([np.array([[1.0]])])
+    np.testing.assert_array_equal(model.predict(np.array([[-0.3], [0.3]])), [0, 1])
