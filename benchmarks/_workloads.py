@@ -244,6 +244,24 @@ def _transposed_floor(config: Config, to: Callable[[np.ndarray], Any]
 
 # --- NumPy ----------------------------------------------------------------------
 
+def seed_style_step(np_like: Any, ws: list[Any], X: Any, Y: Any, lr: float, n: int) -> Any:
+    """One training step the way the seed writes NumPy (CuPy shares NumPy's API):
+    sigmoid layers, the MSE delta, the chain rule from cached activations, in-place
+    ``W -= lr * g``. Returns the loss."""
+    acts = [X]
+    for w in ws:
+        acts.append(1.0 / (1.0 + np_like.exp(-(acts[-1] @ w))))
+    out = acts[-1]
+    loss = np_like.sum((out - Y) ** 2) / (2.0 * n)
+    delta = (out - Y) * out * (1.0 - out) / n
+    for i in range(len(ws) - 1, -1, -1):
+        g = acts[i].T @ delta
+        if i:
+            delta = (delta @ ws[i].T) * acts[i] * (1.0 - acts[i])
+        ws[i] -= lr * g
+    return loss
+
+
 def _numpy(row: str, config: Config) -> Workload:
     trainer, Xd, Yd = _trainer(config, "numpy", None)
     dtype = np.dtype(config.dtype)
@@ -251,22 +269,8 @@ def _numpy(row: str, config: Config) -> Workload:
     ws = [p.copy() for p in trainer.model.params]
     lr, n = config.lr, config.batch
 
-    def sigmoid(z: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-z))
-
     def hand() -> Any:
-        acts = [X]
-        for w in ws:
-            acts.append(sigmoid(acts[-1] @ w))
-        out = acts[-1]
-        loss = np.sum((out - Y) ** 2) / (2.0 * n)
-        delta = (out - Y) * out * (1.0 - out) / n
-        for i in range(len(ws) - 1, -1, -1):
-            g = acts[i].T @ delta
-            if i:
-                delta = (delta @ ws[i].T) * acts[i] * (1.0 - acts[i])
-            ws[i] -= lr * g
-        return loss
+        return seed_style_step(np, ws, X, Y, lr, n)
 
     floor = _transposed_floor(config, lambda a: np.asarray(a, dtype=dtype))
     return Workload(row, config, {"floor": floor, "hand": hand,
@@ -422,18 +426,7 @@ def _cupy(row: str, config: Config) -> Workload:
     lr, n = config.lr, config.batch
 
     def hand() -> Any:
-        acts = [X]
-        for w in ws:
-            acts.append(1.0 / (1.0 + cupy.exp(-(acts[-1] @ w))))
-        out = acts[-1]
-        loss = cupy.sum((out - Y) ** 2) / (2.0 * n)
-        delta = (out - Y) * out * (1.0 - out) / n
-        for i in range(len(ws) - 1, -1, -1):
-            g = acts[i].T @ delta
-            if i:
-                delta = (delta @ ws[i].T) * acts[i] * (1.0 - acts[i])
-            ws[i] -= lr * g
-        return loss
+        return seed_style_step(cupy, ws, X, Y, lr, n)
 
     floor = _transposed_floor(config, lambda a: cupy.asarray(a, dtype=config.dtype))
     stream = cupy.cuda.get_current_stream()
