@@ -165,10 +165,6 @@ def fused_sigmoid(xp: Any) -> Callable[[Any], Any] | None:
     return None
 
 
-def is_host_array(x: Any) -> bool:
-    return isinstance(x, np.ndarray)
-
-
 # --- devices ---------------------------------------------------------------
 
 def devices(name: str) -> list[Any]:
