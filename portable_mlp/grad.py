@@ -34,21 +34,31 @@ def loss_and_grads(model: Sequential, params: list[Array], X: Array, Y: Array,
     samples and the l2 term is divided by the sum of the weights instead of ``n``
     (scikit-learn's convention: integer weights act as repeated samples).
     """
-    xp = model.xp
     out, backprops = model.forward(X, params)
-    if sample_weight is None:
-        n = X.shape[0]
-        value, delta = loss_fn(xp, out, Y)
-    else:
-        n = xp.sum(sample_weight)
-        value, delta = loss_fn(xp, out, Y, (sample_weight / n)[:, None])
+    value, delta, n = output_loss(model, params, out, Y, loss_fn, l2, sample_weight)
     grads = model.backward(delta, backprops)
     if l2:
-        value = value + l2_penalty(model, params, n, l2)
         for i, decayed in enumerate(model.decayed):
             if decayed:
                 grads[i] += (l2 / n) * params[i]
     return value, grads
+
+
+def output_loss(model: Sequential, params: list[Array], out: Array, Y: Array,
+                loss_fn: losses.Loss, l2: float, sample_weight: Array | None = None
+                ) -> tuple[Array, Array, Any]:
+    """The loss of the outputs ``out`` (with the l2 term), its delta, and N (the number
+    of samples, or the sum of ``sample_weight``)."""
+    xp = model.xp
+    if sample_weight is None:
+        n = out.shape[0]
+        value, delta = loss_fn(xp, out, Y)
+    else:
+        n = xp.sum(sample_weight)
+        value, delta = loss_fn(xp, out, Y, (sample_weight / n)[:, None])
+    if l2:
+        value = value + l2_penalty(model, params, n, l2)
+    return value, delta, n
 
 
 def l2_penalty(model: Sequential, params: list[Array], n: Any, l2: float) -> Array | float:
@@ -111,5 +121,6 @@ def _central_difference(model: Sequential, host: list[np.ndarray], i: int, idx: 
         shifted = [p.copy() for p in host]
         shifted[i][idx] += sign * eps
         params = [model.placement.from_host(p) for p in shifted]
-        values.append(float(_backend.to_host(loss_and_grads(model, params, X, Y, fn, l2)[0])))
+        value = output_loss(model, params, model.forward(X, params)[0], Y, fn, l2)[0]
+        values.append(float(_backend.to_host(value)))
     return (values[0] - values[1]) / (2.0 * eps)

@@ -322,15 +322,9 @@ class Trainer:
         (weighted means with per-sample weights ``w``)."""
         model, xp = self.model, self.model.xp
         out, _ = model.forward(X)
+        value, _, n = grad.output_loss(model, model.params, out, Y, self._loss_fn, self.l2, w)
         hits = xp.astype(model.classes_of(out) == model.classes_of(Y), out.dtype)
-        if w is None:
-            value, _ = self._loss_fn(xp, out, Y)
-            n, accuracy = X.shape[0], xp.mean(hits)
-        else:
-            n = xp.sum(w)
-            value, _ = self._loss_fn(xp, out, Y, (w / n)[:, None])
-            accuracy = xp.sum(hits * w) / n
-        value = value + grad.l2_penalty(model, model.params, n, self.l2)
+        accuracy = xp.mean(hits) if w is None else xp.sum(hits * w) / n
         return {"loss": float(_backend.to_host(value)),
                 "accuracy": float(_backend.to_host(accuracy))}
 
