@@ -12,6 +12,7 @@ Backends are imported lazily, only when asked for by name.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import operator
@@ -147,11 +148,13 @@ def flattener(xp: Any) -> Callable[[Any], Any]:
 
 @functools.cache
 def fused_sigmoid(xp: Any) -> Callable[[Any], Any] | None:
-    """The library's own one-pass logistic sigmoid, or None where it has none.
+    """The backend's logistic sigmoid, or None where the standard's expression serves.
 
     The standard has no sigmoid: written with its functions, ``1 / (1 + exp(-x))``
     takes four elementwise passes (four dispatches on JAX). PyTorch and JAX have a
     fused one; it is the same function, delegated to as array-api-extra does.
+    On dask, the expression runs block by block later, outside any ``errstate``
+    that ``overflow_is_fine`` opens; the blocks then silence the overflow themselves.
     """
     name = name_of_namespace(xp)
     if name == "torch":
@@ -162,7 +165,24 @@ def fused_sigmoid(xp: Any) -> Callable[[Any], Any] | None:
         import jax
 
         return jax.nn.sigmoid
+    if name == "dask":
+        return lambda x: x.map_blocks(_numpy_sigmoid, dtype=x.dtype)
     return None
+
+
+def _numpy_sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (np.exp(-x) + 1.0)
+
+
+def overflow_is_fine(name: str) -> Callable[[], Any]:
+    """A context-manager factory for a forward pass: on eager NumPy-computed backends,
+    NumPy must not warn when ``exp`` overflows to inf, as in ``1 / (1 + exp(-x))``
+    for x below about -709 (float64) or -88 (float32), where inf gives the right
+    sigmoid, 0. A no-op elsewhere."""
+    if name in ("numpy", "array_api_strict"):
+        return functools.partial(np.errstate, over="ignore")
+    return contextlib.nullcontext
 
 
 # --- devices ---------------------------------------------------------------
@@ -356,6 +376,10 @@ class Placement:
     @functools.cached_property
     def dtype_obj(self) -> Any:
         return resolve_dtype(self.backend, self.device_obj, self.dtype)
+
+    @functools.cached_property
+    def overflow_is_fine(self) -> Callable[[], Any]:
+        return overflow_is_fine(self.backend)
 
     @functools.cached_property
     def writable(self) -> bool:

@@ -106,10 +106,11 @@ class Sequential:
         """Run every piece; return the output and the backprops in forward order."""
         params = self.params if params is None else params
         xp, backprops, i = self.placement.xp, [], 0
-        for piece, count in zip(self.pieces, self._counts):
-            x, backprop = piece.forward(xp, params[i:i + count] if count else [], x)
-            backprops.append(backprop)
-            i += count
+        with self.placement.overflow_is_fine():
+            for piece, count in zip(self.pieces, self._counts):
+                x, backprop = piece.forward(xp, params[i:i + count] if count else [], x)
+                backprops.append(backprop)
+                i += count
         return x, backprops
 
     def backward(self, delta: Array, backprops: list[Backprop]) -> list[Array]:

@@ -145,3 +145,12 @@ def test_dask_step_computes_once_and_keeps_the_graph_bounded(xor_data):
         ref_trainer.step(X, Y)
     for a, b in zip(model.host_params(), reference.params):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_saturated_sigmoids_give_0_and_1_without_warnings(backend):
+    # exp(-x) overflows for x < -709 (float64): the value 0 is right, and nothing may warn
+    # (pytest turns warnings into errors here)
+    model = pm.MLP([1, 1], bias=False, seed=0, backend=backend, dtype="float64")
+    model.load_params([np.array([[1.0]])])
+    out = _backend.to_host(model(np.array([[-1e4], [1e4]])))
+    np.testing.assert_array_equal(out, [[0.0], [1.0]])
