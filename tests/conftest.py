@@ -14,9 +14,16 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import portable_mlp as pm
 from portable_mlp import _backend
+
+# CI runs hypothesis derandomized: the same examples every run, so a red run means a change
+# broke something, not that this run drew a new example (those are found locally)
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 REQUESTED = [b for b in os.environ.get("PORTABLE_MLP_BACKEND", "").split(",") if b]
 ALL = list(pm.BACKENDS)
