@@ -245,7 +245,8 @@ def _transposed_floor(config: Config, to: Callable[[np.ndarray], Any]
 # --- NumPy ----------------------------------------------------------------------
 
 def seed_style_step(np_like: Any, ws: list[Any], X: Any, Y: Any, lr: float, n: int) -> Any:
-    """One training step the way the seed writes NumPy (CuPy shares NumPy's API):
+    """One training step the way the seed writes NumPy (CuPy shares NumPy's API, and
+    the standard's namespaces serve for array-api-strict and dask):
     sigmoid layers, the MSE delta, the chain rule from cached activations, in-place
     ``W -= lr * g``. Returns the loss."""
     acts = [X]
@@ -450,17 +451,8 @@ def _generic(row: str, config: Config) -> Workload:
     name = row
 
     def hand() -> Any:
-        acts = [Xd]
-        for w in ws:
-            acts.append(1.0 / (1.0 + xp.exp(-(acts[-1] @ w))))
-        out = acts[-1]
-        loss = xp.sum((out - Yd) ** 2) / (2.0 * n)
-        delta = (out - Yd) * out * (1.0 - out) / n
-        for i in range(len(ws) - 1, -1, -1):
-            g = acts[i].T @ delta
-            if i:
-                delta = (delta @ ws[i].T) * acts[i] * (1.0 - acts[i])
-            ws[i] = ws[i] - lr * g
+        # on immutable dask arrays, ws[i] -= ... rebinds the list entry
+        loss = seed_style_step(xp, ws, Xd, Yd, lr, n)
         ws[:] = _backend.materialize(name, ws)
         return loss
 
