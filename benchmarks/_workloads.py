@@ -244,14 +244,17 @@ def _transposed_floor(config: Config, to: Callable[[np.ndarray], Any]
 
 # --- NumPy ----------------------------------------------------------------------
 
-def seed_style_step(np_like: Any, ws: list[Any], X: Any, Y: Any, lr: float, n: int) -> Any:
+def seed_style_step(np_like: Any, ws: list[Any], X: Any, Y: Any, lr: float, n: int,
+                    sigmoid: Callable[[Any], Any] | None = None) -> Any:
     """One training step the way the seed writes NumPy (CuPy shares NumPy's API, and
     the standard's namespaces serve for array-api-strict and dask):
     sigmoid layers, the MSE delta, the chain rule from cached activations, in-place
-    ``W -= lr * g``. Returns the loss."""
+    ``W -= lr * g``. ``sigmoid``: the library's own, where it has one (torch).
+    Returns the loss."""
     acts = [X]
     for w in ws:
-        acts.append(1.0 / (1.0 + np_like.exp(-(acts[-1] @ w))))
+        z = acts[-1] @ w  # the expression inline: no extra call on the NumPy baseline
+        acts.append(1.0 / (1.0 + np_like.exp(-z)) if sigmoid is None else sigmoid(z))
     out = acts[-1]
     loss = np_like.sum((out - Y) ** 2) / (2.0 * n)
     delta = (out - Y) * out * (1.0 - out) / n
@@ -301,18 +304,7 @@ def _torch(row: str, config: Config) -> Workload:
     lr, n = config.lr, config.batch
 
     def hand() -> Any:
-        acts = [X]
-        for w in ws:
-            acts.append(torch.sigmoid(acts[-1] @ w))
-        out = acts[-1]
-        loss = torch.sum((out - Y) ** 2) / (2.0 * n)
-        delta = (out - Y) * out * (1.0 - out) / n
-        for i in range(len(ws) - 1, -1, -1):
-            g = acts[i].T @ delta
-            if i:
-                delta = (delta @ ws[i].T) * acts[i] * (1.0 - acts[i])
-            ws[i] -= lr * g
-        return loss
+        return seed_style_step(torch, ws, X, Y, lr, n, sigmoid=torch.sigmoid)
 
     dtype = getattr(torch, config.dtype)
     floor = _transposed_floor(config, lambda a: torch.as_tensor(a, dtype=dtype, device=device))
