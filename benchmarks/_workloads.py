@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 import portable_mlp as pm
-from portable_mlp import _backend, grad, losses
+from portable_mlp import _backend, grad
 
 VARIANTS = ("floor", "hand", "portable_mlp")
 
@@ -378,7 +378,7 @@ def _jax(row: str, config: Config) -> Workload:
 
         def pm_step(params: list[Any], X: Any, Y: Any) -> tuple[list[Any], Any]:
             loss, grads = grad.loss_and_grads(model_, params, X, Y, trainer._loss_fn, 0.0)
-            sq = sum(losses.sum_of_squares(xp, g) for g in grads)
+            sq = sum(model_.placement.ops.sum_of_squares(g) for g in grads)
             finite = xp.isfinite(loss) & xp.isfinite(sq)
             state = {"step": 0, "slots": [[] for _ in params]}
             new, _ = opt.update(xp, params, grads, state)

@@ -134,45 +134,75 @@ def array_backend(x: Any) -> str | None:
         return None
 
 
-@functools.cache
-def flattener(xp: Any) -> Callable[[Any], Any]:
-    """A function viewing an array as 1-D, the cheapest way the library offers.
+@dataclass(frozen=True)
+class Ops:
+    """The namespace and the few operations a training step calls most, resolved once.
 
-    The arrays' own ``reshape`` method costs a fraction of the namespace function
-    (array-api-compat's wrapper) on tiny arrays; array-api-strict arrays have none.
+    Each computes the standard's math; where the library has a faster spelling of it,
+    that one is used: NumPy's ``ndarray.dot`` skips ``matmul``'s ufunc dispatch (about
+    0.6 us a call, most of a matmul on the seed's tiny arrays), PyTorch and JAX have a
+    fused sigmoid (one pass, not the expression's four; one dispatch on JAX), as
+    array-api-extra delegates to a library's own function where one exists.
     """
-    if compat.is_array_api_strict_namespace(xp):
-        return functools.partial(xp.reshape, shape=(-1,))
-    return operator.methodcaller("reshape", -1)
+
+    xp: Any
+    matmul: Callable[[Any, Any], Any]      # 2-D @ 2-D (what the pieces need; no batching)
+    sigmoid: Callable[[Any], Any]          # 1 / (1 + exp(-x))
+    sum_of_squares: Callable[[Any], Any]   # sum(a**2) over all of ``a``, 0-d, no temporary
 
 
 @functools.cache
-def fused_sigmoid(xp: Any) -> Callable[[Any], Any] | None:
-    """The backend's logistic sigmoid, or None where the standard's expression serves.
-
-    The standard has no sigmoid: written with its functions, ``1 / (1 + exp(-x))``
-    takes four elementwise passes (four dispatches on JAX). PyTorch and JAX have a
-    fused one; it is the same function, delegated to as array-api-extra does.
-    On dask, the expression runs block by block later, outside any ``errstate``
-    that ``overflow_is_fine`` opens; the blocks then silence the overflow themselves.
-    """
-    name = name_of_namespace(xp)
+def ops(name: str) -> Ops:
+    """The ``Ops`` of backend ``name``."""
+    xp = namespace(name)
+    if name == "numpy":
+        return Ops(xp, np.ndarray.dot, _numpy_sigmoid, _numpy_sum_of_squares)
+    flat: Callable[[Any], Any] = operator.methodcaller("reshape", -1)
+    if name == "array_api_strict":  # its arrays have no reshape method
+        flat = functools.partial(xp.reshape, shape=(-1,))
+    sigmoid: Callable[[Any], Any] = functools.partial(_standard_sigmoid, xp)
     if name == "torch":
         import torch
 
-        return torch.sigmoid
-    if name == "jax":
+        sigmoid = torch.sigmoid
+    elif name == "jax":
         import jax
 
-        return jax.nn.sigmoid
-    if name == "dask":
-        return lambda x: x.map_blocks(_numpy_sigmoid, dtype=x.dtype)
-    return None
+        sigmoid = jax.nn.sigmoid
+    elif name == "dask":
+        sigmoid = _dask_sigmoid
+    return Ops(xp, operator.matmul, sigmoid, functools.partial(_flat_dot, flat))
+
+
+def _standard_sigmoid(xp: Any, x: Any) -> Any:
+    return 1.0 / (xp.exp(-x) + 1.0)
+
+
+def _flat_dot(flat: Callable[[Any], Any], a: Any) -> Any:
+    f = flat(a)
+    return f @ f
+
+
+def _numpy_sum_of_squares(a: np.ndarray) -> Any:
+    return np.vdot(a, a)
 
 
 def _numpy_sigmoid(x: np.ndarray) -> np.ndarray:
+    """The standard's expression in one buffer: one allocation, not four."""
+    y = np.negative(x)
+    np.exp(y, y)
+    y += 1.0
+    return np.reciprocal(y, y)
+
+
+def _dask_sigmoid(x: Any) -> Any:
+    return x.map_blocks(_quiet_numpy_sigmoid, dtype=x.dtype)
+
+
+def _quiet_numpy_sigmoid(x: np.ndarray) -> np.ndarray:
+    # dask runs the blocks later, outside any ``errstate`` that ``overflow_is_fine`` opens
     with np.errstate(over="ignore"):
-        return 1.0 / (np.exp(-x) + 1.0)
+        return _numpy_sigmoid(x)
 
 
 def overflow_is_fine(name: str) -> Callable[[], Any]:
@@ -376,6 +406,10 @@ class Placement:
     @functools.cached_property
     def dtype_obj(self) -> Any:
         return resolve_dtype(self.backend, self.device_obj, self.dtype)
+
+    @functools.cached_property
+    def ops(self) -> Ops:
+        return ops(self.backend)
 
     @functools.cached_property
     def overflow_is_fine(self) -> Callable[[], Any]:

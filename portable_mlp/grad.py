@@ -49,13 +49,13 @@ def output_loss(model: Sequential, params: list[Array], out: Array, Y: Array,
                 ) -> tuple[Array, Array, Any]:
     """The loss of the outputs ``out`` (with the l2 term), its delta, and N (the number
     of samples, or the sum of ``sample_weight``)."""
-    xp = model.xp
+    ops = model.placement.ops
     if sample_weight is None:
         n = out.shape[0]
-        value, delta = loss_fn(xp, out, Y)
+        value, delta = loss_fn(ops, out, Y)
     else:
-        n = xp.sum(sample_weight)
-        value, delta = loss_fn(xp, out, Y, (sample_weight / n)[:, None])
+        n = ops.xp.sum(sample_weight)
+        value, delta = loss_fn(ops, out, Y, (sample_weight / n)[:, None])
     if l2:
         value = value + l2_penalty(model, params, n, l2)
     return value, delta, n
@@ -65,8 +65,8 @@ def l2_penalty(model: Sequential, params: list[Array], n: Any, l2: float) -> Arr
     """``l2 * sum(W**2) / (2N)`` over the weight matrices (not the biases)."""
     if not l2:
         return 0.0
-    xp = model.xp
-    total = sum(losses.sum_of_squares(xp, p) for p, d in zip(params, model.decayed) if d)
+    square_sum = model.placement.ops.sum_of_squares
+    total = sum(square_sum(p) for p, d in zip(params, model.decayed) if d)
     return (l2 / (2.0 * n)) * total
 
 

@@ -1,8 +1,10 @@
 """The pieces a network is composed of.
 
 Each piece is a small object holding only hyper-parameters (it pickles). Its
-``init(rng)`` draws host NumPy parameters; its ``forward(xp, params, x)`` returns
-``(y, backprop)`` where ``backprop(dy)`` returns ``(dx, grads)``. The closure keeps
+``init(rng)`` draws host NumPy parameters; its ``forward(ops, params, x)`` returns
+``(y, backprop)`` where ``backprop(dy)`` returns ``(dx, grads)``. ``ops`` is the
+model's ``_backend.Ops``: the array namespace ``ops.xp`` and the step's most-called
+operations (``matmul``, ``sigmoid``), resolved once per backend. The closure keeps
 what the forward computed, so the backward pass reuses it (the sigmoid's
 derivative comes from its output, Linear's weight gradient from its input).
 
@@ -18,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from portable_mlp import _backend, initializers
+from portable_mlp import initializers
+from portable_mlp._backend import Ops
 
 Array = Any
 Backprop = Callable[..., tuple[Array | None, list[Array]]]
@@ -38,7 +41,7 @@ class Piece:
         """The number of features this piece outputs for ``in_features`` inputs."""
         return in_features
 
-    def forward(self, xp: Any, params: list[Array], x: Array) -> tuple[Array, Backprop]:
+    def forward(self, ops: Ops, params: list[Array], x: Array) -> tuple[Array, Backprop]:
         raise NotImplementedError
 
     def to_config(self) -> dict[str, Any]:
@@ -85,17 +88,17 @@ class Linear(Piece):
                              f"but the previous piece gives {in_features}")
         return self.out_features
 
-    def forward(self, xp: Any, params: list[Array], x: Array) -> tuple[Array, Backprop]:
-        w = params[0]
-        z = x @ w
+    def forward(self, ops: Ops, params: list[Array], x: Array) -> tuple[Array, Backprop]:
+        w, matmul = params[0], ops.matmul
+        z = matmul(x, w)
         if self.bias:
             z += params[1]
 
         def backprop(dz: Array, need_dx: bool = True) -> tuple[Array | None, list[Array]]:
-            grads = [x.T @ dz]
+            grads = [matmul(x.T, dz)]
             if self.bias:
-                grads.append(xp.sum(dz, axis=0))
-            return (dz @ w.T if need_dx else None), grads
+                grads.append(ops.xp.sum(dz, axis=0))
+            return (matmul(dz, w.T) if need_dx else None), grads
 
         return z, backprop
 
@@ -107,10 +110,8 @@ class Linear(Piece):
 class Sigmoid(Piece):
     """``1 / (1 + exp(-x))``; its derivative ``y (1 - y)`` is taken from the output."""
 
-    def forward(self, xp: Any, params: list[Array], x: Array) -> tuple[Array, Backprop]:
-        fused = _backend.fused_sigmoid(xp)
-        # NumPy reuses the temporaries of the standard's expression
-        y = 1.0 / (xp.exp(-x) + 1.0) if fused is None else fused(x)
+    def forward(self, ops: Ops, params: list[Array], x: Array) -> tuple[Array, Backprop]:
+        y = ops.sigmoid(x)
 
         def backprop(dy: Array, need_dx: bool = True) -> tuple[Array, list[Array]]:
             dy *= y
@@ -123,8 +124,8 @@ class Sigmoid(Piece):
 class Tanh(Piece):
     """``tanh(x)``; derivative ``1 - y**2`` from the output."""
 
-    def forward(self, xp: Any, params: list[Array], x: Array) -> tuple[Array, Backprop]:
-        y = xp.tanh(x)
+    def forward(self, ops: Ops, params: list[Array], x: Array) -> tuple[Array, Backprop]:
+        y = ops.xp.tanh(x)
 
         def backprop(dy: Array, need_dx: bool = True) -> tuple[Array, list[Array]]:
             dy -= dy * y * y
@@ -136,7 +137,8 @@ class Tanh(Piece):
 class ReLU(Piece):
     """``max(x, 0)``; derivative 1 where the output is positive."""
 
-    def forward(self, xp: Any, params: list[Array], x: Array) -> tuple[Array, Backprop]:
+    def forward(self, ops: Ops, params: list[Array], x: Array) -> tuple[Array, Backprop]:
+        xp = ops.xp
         y = xp.maximum(x, 0.0)
 
         def backprop(dy: Array, need_dx: bool = True) -> tuple[Array, list[Array]]:
@@ -149,7 +151,7 @@ class ReLU(Piece):
 class Identity(Piece):
     """Passes its input through: the output layer for logits (cross-entropy losses)."""
 
-    def forward(self, xp: Any, params: list[Array], x: Array) -> tuple[Array, Backprop]:
+    def forward(self, ops: Ops, params: list[Array], x: Array) -> tuple[Array, Backprop]:
         def backprop(dy: Array, need_dx: bool = True) -> tuple[Array, list[Array]]:
             return dy, []
 
@@ -159,7 +161,8 @@ class Identity(Piece):
 class Softmax(Piece):
     """Row-wise softmax, computed stably; Jacobian-vector product from the output."""
 
-    def forward(self, xp: Any, params: list[Array], x: Array) -> tuple[Array, Backprop]:
+    def forward(self, ops: Ops, params: list[Array], x: Array) -> tuple[Array, Backprop]:
+        xp = ops.xp
         y = xp.exp(x - xp.max(x, axis=1, keepdims=True))
         y /= xp.sum(y, axis=1, keepdims=True)
 

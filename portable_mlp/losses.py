@@ -1,4 +1,5 @@
-"""Losses: each returns ``(value, delta)`` where ``delta`` is d value / d output.
+"""Losses: each ``loss(ops, out, y, w=None)`` returns ``(value, delta)`` where
+``delta`` is d value / d output (``ops``: the model's ``_backend.Ops``).
 
 Every loss is a mean over samples. Given ``w`` (an ``(n, 1)`` column of per-sample
 weights that sum to one), it is the weighted mean instead: sample ``i``'s term is
@@ -15,36 +16,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from portable_mlp._backend import flattener
+from portable_mlp._backend import Ops
 
 Array = Any
 Loss = Callable[..., tuple[Array, Array]]
 
 
-def sum_of_squares(xp: Any, a: Array) -> Array:
-    """``sum(a**2)`` as one BLAS dot over a flat view: no temporary."""
-    flat = flattener(xp)(a)
-    return flat @ flat
-
-
-def mse(xp: Any, out: Array, y: Array, w: Array | None = None) -> tuple[Array, Array]:
+def mse(ops: Ops, out: Array, y: Array, w: Array | None = None) -> tuple[Array, Array]:
     """The seed's squared error: ``sum((out - y)**2) / (2N)``."""
     delta = out - y
     if w is None:
         n = out.shape[0]
-        flat = flattener(xp)(delta)  # sum_of_squares, inlined: one call less per step
-        value = (flat @ flat) / (2.0 * n)
+        value = ops.sum_of_squares(delta) / (2.0 * n)
         delta *= 1.0 / n
     else:
         weighted = delta * w
-        value = xp.sum(weighted * delta) / 2.0
+        value = ops.xp.sum(weighted * delta) / 2.0
         delta = weighted
     return value, delta
 
 
-def cross_entropy(xp: Any, z: Array, y: Array, w: Array | None = None
+def cross_entropy(ops: Ops, z: Array, y: Array, w: Array | None = None
                   ) -> tuple[Array, Array]:
     """``-sum(y * log_softmax(z)) / N`` for logits ``z``, stable for any finite logits."""
+    xp = ops.xp
     scale = 1.0 / z.shape[0] if w is None else w
     shifted = z - xp.max(z, axis=1, keepdims=True)
     log_p = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
@@ -56,12 +51,13 @@ def cross_entropy(xp: Any, z: Array, y: Array, w: Array | None = None
     return value, delta
 
 
-def binary_cross_entropy(xp: Any, z: Array, y: Array, w: Array | None = None
+def binary_cross_entropy(ops: Ops, z: Array, y: Array, w: Array | None = None
                          ) -> tuple[Array, Array]:
     """Sigmoid + binary cross-entropy on logits, summed over outputs, divided by N.
 
     Uses ``max(z, 0) - z*y + log1p(exp(-|z|))``, which never overflows.
     """
+    xp = ops.xp
     scale = 1.0 / z.shape[0] if w is None else w
     terms = xp.maximum(z, 0.0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))
     value = xp.sum(terms) * scale if w is None else xp.sum(terms * w)

@@ -35,7 +35,10 @@ class Sequential:
         # a copy: the model updates its parameters in place, never the caller's arrays
         self.params = [self.placement.from_host(np.array(p)) for p in host]
         self._decayed = [d for piece in self.pieces for d in piece.decayed()]
-        self._counts = [len(piece.decayed()) for piece in self.pieces]
+        counts = [len(piece.decayed()) for piece in self.pieces]
+        starts = itertools.accumulate(counts, initial=0)
+        self._slices = [slice(start, start + count)  # where each piece's params are
+                        for start, count in zip(starts, counts)]
         size = self._n_features = next(p.in_features for p in self.pieces
                                        if isinstance(p, layers.Linear))
         for piece in self.pieces:
@@ -105,12 +108,11 @@ class Sequential:
                 ) -> tuple[Array, list[Backprop]]:
         """Run every piece; return the output and the backprops in forward order."""
         params = self.params if params is None else params
-        xp, backprops, i = self.placement.xp, [], 0
+        ops, backprops = self.placement.ops, []
         with self.placement.overflow_is_fine():
-            for piece, count in zip(self.pieces, self._counts):
-                x, backprop = piece.forward(xp, params[i:i + count] if count else [], x)
+            for piece, where in zip(self.pieces, self._slices):
+                x, backprop = piece.forward(ops, params[where], x)
                 backprops.append(backprop)
-                i += count
         return x, backprops
 
     def backward(self, delta: Array, backprops: list[Backprop]) -> list[Array]:

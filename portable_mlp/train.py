@@ -97,20 +97,20 @@ class Trainer:
         return self._step(X, Y)
 
     def _step(self, X: Array, Y: Array, w: Array | None = None) -> Array:
-        model, xp, placement = self.model, self.model.xp, self.model.placement
-        state = self.optimizer.state
+        model = self.model
+        placement = model.placement
+        xp, state = placement.xp, self.optimizer.state
         if state is None or state is not self._state or model.params is not self._params:
             state = self.optimizer.ensure_state(xp, model.params)  # not what our step made
         loss, grads = grad.loss_and_grads(model, model.params, X, Y, self._loss_fn, self.l2, w)
-        sq_norm, flat = 0.0, _backend.flattener(xp)
-        for g in grads:  # sum_of_squares, inlined: no call per gradient
-            g_flat = flat(g)
-            sq_norm = sq_norm + g_flat @ g_flat
+        sq_norm, square_sum = 0.0, placement.ops.sum_of_squares
+        for g in grads:
+            sq_norm = sq_norm + square_sum(g)
         if self.clip_norm is not None:
             scale = xp.minimum(self.clip_norm / (xp.sqrt(sq_norm) + 1e-12), 1.0)
             grads = [g * scale for g in grads]
         if placement.host_reads_are_free:  # read both back: cheaper than device ops
-            if not (math.isfinite(float(loss)) and math.isfinite(float(sq_norm))):
+            if not (math.isfinite(loss) and math.isfinite(sq_norm)):
                 raise DivergenceError(self.steps + 1, self._last_finite_loss())
             params, state = self.optimizer.update(xp, model.params, grads, state)
         else:

@@ -112,11 +112,13 @@ def batch(model: Sequential, X: Any, Y: Any) -> tuple[Array, Array]:
     Arrays already placed on the model with the right dtype and shapes pass through
     one inlined check: ``Trainer.step`` then does no per-call work beyond it.
     """
-    placement, dtype = model.placement, model.placement.dtype_obj
-    if (placement.owns(X) and placement.owns(Y) and X.dtype == dtype and Y.dtype == dtype
-            and X.ndim == 2 and Y.ndim == 2 and X.shape[0] == Y.shape[0] and X.shape[0] > 0
-            and X.shape[1] == model.n_features and Y.shape[1] == model.n_outputs):
-        return X, Y
+    placement = model.placement
+    if placement.owns(X) and placement.owns(Y):
+        dtype, x_shape, y_shape = placement.dtype_obj, X.shape, Y.shape
+        if (X.dtype == dtype and Y.dtype == dtype and len(x_shape) == 2 and len(y_shape) == 2
+                and x_shape[0] == y_shape[0] > 0 and x_shape[1] == model.n_features
+                and y_shape[1] == model.n_outputs):
+            return X, Y
     Xp = features(model, X)
     return Xp, targets(model, Y, Xp.shape[0])
 

@@ -154,3 +154,24 @@ def test_saturated_sigmoids_give_0_and_1_without_warnings(backend):
     model.load_params([np.array([[1.0]])])
     out = _backend.to_host(model(np.array([[-1e4], [1e4]])))
     np.testing.assert_array_equal(out, [[0.0], [1.0]])
+
+
+def test_ops_compute_the_standards_math(backend):
+    """Each backend's resolved operations (its faster spellings) agree with the standard's
+    expressions computed in float64 on the host, and leave their inputs untouched."""
+    place = pm.MLP([2, 2], backend=backend).placement
+    ops, rtol = place.ops, (1e-12 if place.dtype == "float64" else 1e-5)
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((7, 3)), rng.standard_normal((3, 4))
+    x = np.concatenate([rng.standard_normal((4, 3)) * 30, [[-800.0, 800.0, 0.0]]])
+    A, B, Xd = (place.from_host(h) for h in (a, b, x))
+    with place.overflow_is_fine():
+        y = _backend.to_host(ops.sigmoid(Xd))
+    with np.errstate(over="ignore"):
+        expected = 1.0 / (1.0 + np.exp(-x.astype(place.dtype)))
+    np.testing.assert_allclose(y, expected, rtol=rtol, atol=1e-30)
+    np.testing.assert_array_equal(_backend.to_host(Xd), x.astype(place.dtype))
+    np.testing.assert_allclose(_backend.to_host(ops.matmul(A, B)), a @ b, rtol=rtol * 10)
+    np.testing.assert_allclose(_backend.to_host(ops.matmul(A.T, A)), a.T @ a, rtol=rtol * 10)
+    assert float(_backend.to_host(ops.sum_of_squares(A))) == pytest.approx(np.sum(a * a),
+                                                                          rel=rtol * 10)
