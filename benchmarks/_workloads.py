@@ -8,8 +8,8 @@ For one backend and one configuration, ``build(backend, config)`` returns a
 - ``hand``: a hand-written step in the backend's own API, written the way the seed
   writes NumPy (sigmoid forward, MSE delta, chain rule from cached activations,
   ``W -= lr * g``);
-- ``portable_mlp``: ``Trainer.step`` (or, on ``jax-jit``, a jitted pure step built
-  from ``portable_mlp.grad.loss_and_grads`` and the optimizer's ``update``).
+- ``portable_mlp``: ``Trainer.step`` (or, on ``jax-jit``, ``jax.jit`` of the pure
+  ``portable_mlp.train_step``).
 
 The network is the seed's, scaled: Linear layers without bias, sigmoid hidden and
 output layers, MSE, plain SGD. ``time_steps`` runs K steps and synchronizes once
@@ -18,6 +18,7 @@ output layers, MSE, plain SGD. ``time_steps`` runs K steps and synchronizes once
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import platform
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 import portable_mlp as pm
-from portable_mlp import _backend, grad
+from portable_mlp import _backend
 
 VARIANTS = ("floor", "hand", "portable_mlp")
 
@@ -374,22 +375,14 @@ def _jax(row: str, config: Config) -> Workload:
                  "portable_mlp": lambda: (trainer.step(Xd, Yd), trainer.model.params)}
     else:
         opt = trainer.optimizer
-        xp = model_.xp
-
-        def pm_step(params: list[Any], X: Any, Y: Any) -> tuple[list[Any], Any]:
-            loss, grads = grad.loss_and_grads(model_, params, X, Y, trainer._loss_fn, 0.0)
-            sq = sum(model_.placement.ops.sum_of_squares(g) for g in grads)
-            finite = xp.isfinite(loss) & xp.isfinite(sq)
-            state = {"step": 0, "slots": [[] for _ in params]}
-            new, _ = opt.update(xp, params, grads, state)
-            return [xp.where(finite, a, b) for a, b in zip(new, params, strict=True)], loss
+        jpm = jax.jit(functools.partial(pm.train_step, model_, optimizer=opt))
 
         # operands are arguments, never closure constants: XLA would fold them at compile time
-        jfloor, jhand, jpm = jax.jit(floor_matmuls), jax.jit(hand_step), jax.jit(pm_step)
-        pm_state = {"ws": list(model_.params)}
+        jfloor, jhand = jax.jit(floor_matmuls), jax.jit(hand_step)
+        pm_state = {"ws": list(model_.params), "opt": opt.init_state(model_.xp, model_.params)}
         for name, fn, args in (("floor", jfloor, operands),
                                ("hand", jhand, (hand_state["ws"], Xd, Yd)),
-                               ("portable_mlp", jpm, (pm_state["ws"], Xd, Yd))):
+                               ("portable_mlp", jpm, (pm_state["ws"], pm_state["opt"], Xd, Yd))):
             start = time.perf_counter()
             jax.block_until_ready(fn.lower(*args).compile()(*args))
             compile_s[name] = time.perf_counter() - start
@@ -399,7 +392,7 @@ def _jax(row: str, config: Config) -> Workload:
             return hand_state["ws"], loss
 
         def pm_jit() -> Any:
-            pm_state["ws"], loss = jpm(pm_state["ws"], Xd, Yd)
+            pm_state["ws"], pm_state["opt"], loss, _ = jpm(pm_state["ws"], pm_state["opt"], Xd, Yd)
             return pm_state["ws"], loss
 
         steps = {"floor": lambda: jfloor(*operands), "hand": hand, "portable_mlp": pm_jit}

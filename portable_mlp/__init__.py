@@ -13,7 +13,7 @@ from portable_mlp.grad import GradcheckError, gradcheck, value_and_grad
 from portable_mlp.layers import Identity, Linear, Piece, ReLU, Sigmoid, Softmax, Tanh
 from portable_mlp.model import MLP, Sequential
 from portable_mlp.optim import SGD, Adam, Optimizer
-from portable_mlp.train import DivergenceError, Trainer, TrainingInterrupted, fit
+from portable_mlp.train import DivergenceError, Trainer, TrainingInterrupted, fit, train_step
 
 __version__ = "0.1.0"
 
@@ -22,5 +22,5 @@ __all__ = [
     "DivergenceError", "EarlyStopping", "GradcheckError", "Identity", "LambdaCallback", "Linear",
     "Optimizer", "Piece", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "Trainer",
     "TrainingInterrupted", "datasets", "fit", "gradcheck", "initializers", "load",
-    "load_optimizer", "losses", "one_hot", "optim", "save", "value_and_grad",
+    "load_optimizer", "losses", "one_hot", "optim", "save", "train_step", "value_and_grad",
 ]

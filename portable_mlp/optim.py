@@ -200,7 +200,8 @@ class Adam(Optimizer):
         g *= g
         g *= 1.0 - self.beta2
         v += g
-        step = lr * math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
+        # ** 0.5, not math.sqrt: t may be a traced array under jax.jit (train_step)
+        step = lr * (1.0 - self.beta2 ** t) ** 0.5 / (1.0 - self.beta1 ** t)
         denom = xp.sqrt(v)
         denom += self.eps
         p -= step * m / denom

@@ -102,13 +102,8 @@ class Trainer:
         xp, state = placement.xp, self.optimizer.state
         if state is None or state is not self._state or model.params is not self._params:
             state = self.optimizer.ensure_state(xp, model.params)  # not what our step made
-        loss, grads = grad.loss_and_grads(model, model.params, X, Y, self._loss_fn, self.l2, w)
-        sq_norm, square_sum = 0.0, placement.ops.sum_of_squares
-        for g in grads:
-            sq_norm = sq_norm + square_sum(g)
-        if self.clip_norm is not None:
-            scale = xp.minimum(self.clip_norm / (xp.sqrt(sq_norm) + 1e-12), 1.0)
-            grads = [g * scale for g in grads]
+        loss, grads, sq_norm = _gradients(model, model.params, X, Y, self._loss_fn, self.l2, w,
+                                          self.clip_norm)
         if placement.host_reads_are_free:  # read both back: cheaper than device ops
             if not (math.isfinite(loss) and math.isfinite(sq_norm)):
                 raise DivergenceError(self.steps + 1, self._last_finite_loss())
@@ -125,34 +120,27 @@ class Trainer:
     def _guarded_update(self, grads: list[Array], state: dict[str, Any], finite: Array,
                         loss: Array) -> tuple[list[Array], dict[str, Any], Array]:
         """Apply the update only while every step so far was finite (no host sync)."""
-        model, xp, placement = self.model, self.model.xp, self.model.placement
-        old_params, old_slots = model.params, state["slots"]
-        if placement.writable:  # the update writes in place: keep the old arrays intact
-            copy = [xp.asarray(p, copy=True) for p in old_params]
-            state = {"step": state["step"],
-                     "slots": [[xp.asarray(s, copy=True) for s in slots] for slots in old_slots]}
-        else:
-            copy = old_params
+        placement = self.model.placement
+        xp = placement.xp
         healthy = finite if self._healthy is None else self._healthy & finite
-        params, new_state = self.optimizer.update(xp, copy, grads, state)
-        params = [xp.where(healthy, new, old) for new, old in zip(params, old_params)]
-        slots = [[xp.where(healthy, n, o) for n, o in zip(ns, os)]
-                 for ns, os in zip(new_state["slots"], old_slots)]
+        params, state = _update_where(healthy, placement, self.optimizer, self.model.params,
+                                      grads, state)
         good_loss = loss if self._good_loss is None else xp.where(healthy, loss, self._good_loss)
         skip = xp.astype(~healthy, placement.int_dtype)
         skipped = skip if self._skipped is None else self._skipped + skip
+        slots = state["slots"]
         flat = placement.materialize([*params, *[s for ss in slots for s in ss], loss, healthy,
                                       good_loss, skipped])
         n = len(params)
         params, rest = flat[:n], flat[n:-4]
         loss, healthy, self._good_loss, self._skipped = flat[-4:]
         it = iter(rest)
-        new_state["slots"] = [[next(it) for _ in ss] for ss in slots]
+        state["slots"] = [[next(it) for _ in ss] for ss in slots]
         self._healthy = healthy
         self._unchecked += 1
         if self._unchecked >= self.check_every:
             self._check(pending=1)  # this step is not counted yet
-        return params, new_state, loss
+        return params, state, loss
 
     def check_divergence(self) -> None:
         """Read the deferred finite flag back; raise if a step was skipped as non-finite.
@@ -327,6 +315,65 @@ class Trainer:
         accuracy = xp.mean(hits) if w is None else xp.sum(hits * w) / n
         return {"loss": float(_backend.to_host(value)),
                 "accuracy": float(_backend.to_host(accuracy))}
+
+
+def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X: Array,
+               Y: Array, optimizer: optim.Optimizer, loss: str = "mse", l2: float = 0.0,
+               clip_norm: float | None = None
+               ) -> tuple[list[Array], dict[str, Any], Array, Array]:
+    """Pure: one step of ``model``'s network from ``params`` and the optimizer ``state``
+    (``optimizer.init_state(xp, params)`` to start) on arrays placed on the model.
+
+    Returns ``(params, state, loss, finite)``. Nothing is read back to the host and
+    nothing is stored, so ``jax.jit`` compiles it whole, e.g.
+    ``jax.jit(functools.partial(pm.train_step, model, optimizer=opt))``. Where the loss or
+    a gradient is not finite, the ``params`` and slots passed in come back (selected with
+    ``where``) and ``finite`` is False; ``state["step"]`` counts steps taken, finite or not.
+    The inputs are never modified. Under ``jax.jit``, a learning-rate schedule other than
+    the constant one needs the step count as a Python int (the optimizer reads it on the
+    host): use ``Trainer`` for those.
+    """
+    loss_fn = grad.check_loss(model, loss)
+    placement = model.placement
+    xp = placement.xp
+    value, grads, sq_norm = _gradients(model, params, X, Y, loss_fn, l2, None, clip_norm)
+    finite = xp.isfinite(value) & xp.isfinite(sq_norm)
+    new_params, new_state = _update_where(finite, placement, optimizer, params, grads, state)
+    return new_params, new_state, value, finite
+
+
+def _gradients(model: Sequential, params: list[Array], X: Array, Y: Array, loss_fn: Any,
+               l2: float, w: Array | None, clip_norm: float | None
+               ) -> tuple[Array, list[Array], Array]:
+    """The loss, the (clipped) gradients and the squared norm of the unclipped ones."""
+    loss, grads = grad.loss_and_grads(model, params, X, Y, loss_fn, l2, w)
+    sq_norm, square_sum = 0.0, model.placement.ops.sum_of_squares
+    for g in grads:
+        sq_norm = sq_norm + square_sum(g)
+    if clip_norm is not None:
+        xp = model.placement.xp
+        scale = xp.minimum(clip_norm / (xp.sqrt(sq_norm) + 1e-12), 1.0)
+        grads = [g * scale for g in grads]
+    return loss, grads, sq_norm
+
+
+def _update_where(ok: Array, placement: _backend.Placement, optimizer: optim.Optimizer,
+                  params: list[Array], grads: list[Array], state: dict[str, Any]
+                  ) -> tuple[list[Array], dict[str, Any]]:
+    """The optimizer's update where ``ok`` (a 0-d bool array), else ``params`` and the
+    slots of ``state`` (kept intact: the update writes into copies where arrays are
+    writable)."""
+    xp, old_slots = placement.xp, state["slots"]
+    new_params = params
+    if placement.writable:
+        new_params = [xp.asarray(p, copy=True) for p in params]
+        state = {"step": state["step"],
+                 "slots": [[xp.asarray(s, copy=True) for s in slots] for slots in old_slots]}
+    new_params, new_state = optimizer.update(xp, new_params, grads, state)
+    new_params = [xp.where(ok, new, old) for new, old in zip(new_params, params)]
+    new_state["slots"] = [[xp.where(ok, n, o) for n, o in zip(ns, os)]
+                          for ns, os in zip(new_state["slots"], old_slots)]
+    return new_params, new_state
 
 
 def fit(model: Sequential, X: Any, Y: Any, loss: str = "mse", optimizer: Any = "sgd",
