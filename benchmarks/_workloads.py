@@ -380,6 +380,7 @@ def _jax(row: str, config: Config) -> Workload:
         # operands are arguments, never closure constants: XLA would fold them at compile time
         jfloor, jhand = jax.jit(floor_matmuls), jax.jit(hand_step)
         pm_state = {"ws": list(model_.params), "opt": opt.init_state(model_.xp, model_.params)}
+        pm_state["opt"]["step"] = jnp.asarray(0)  # as every later call passes it: one trace
         for name, fn, args in (("floor", jfloor, operands),
                                ("hand", jhand, (hand_state["ws"], Xd, Yd)),
                                ("portable_mlp", jpm, (pm_state["ws"], pm_state["opt"], Xd, Yd))):

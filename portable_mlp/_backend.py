@@ -148,7 +148,7 @@ class Ops:
     xp: Any
     matmul: Callable[[Any, Any], Any]      # 2-D @ 2-D (what the pieces need; no batching)
     sigmoid: Callable[[Any], Any]          # 1 / (1 + exp(-x))
-    sum_of_squares: Callable[[Any], Any]   # sum(a**2) over all of ``a``, 0-d, no temporary
+    sum_of_squares: Callable[[Any], Any]   # sum(a**2) over all of ``a``: 0-d (NumPy: a scalar)
 
 
 @functools.cache
@@ -188,7 +188,8 @@ def _numpy_sum_of_squares(a: np.ndarray) -> Any:
 
 
 def _numpy_sigmoid(x: np.ndarray) -> np.ndarray:
-    """The standard's expression in one buffer: one allocation, not four."""
+    """The standard's expression in one buffer: one allocation, not four (arrays only,
+    not NumPy scalars: ``out`` needs an array)."""
     y = np.negative(x)
     np.exp(y, y)
     y += 1.0

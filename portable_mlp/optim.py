@@ -13,6 +13,7 @@ state; passing the same optimizer to ``fit`` again continues from that state.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -94,6 +95,10 @@ class Optimizer:
         self.state: dict[str, Any] | None = None
 
     def learning_rate(self, step: int) -> float:
+        if not isinstance(step, numbers.Integral):  # a traced array under jax.jit
+            raise TypeError(f"the schedule {self.schedule!r} needs the step count as a Python "
+                            f"int, got {type(step).__name__}; under jax.jit use the constant "
+                            "schedule, or train with Trainer")
         return self.lr * float(self.schedule(step))
 
     def init_state(self, xp: Any, params: list[Array]) -> dict[str, Any]:

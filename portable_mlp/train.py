@@ -128,14 +128,8 @@ class Trainer:
         good_loss = loss if self._good_loss is None else xp.where(healthy, loss, self._good_loss)
         skip = xp.astype(~healthy, placement.int_dtype)
         skipped = skip if self._skipped is None else self._skipped + skip
-        slots = state["slots"]
-        flat = placement.materialize([*params, *[s for ss in slots for s in ss], loss, healthy,
-                                      good_loss, skipped])
-        n = len(params)
-        params, rest = flat[:n], flat[n:-4]
-        loss, healthy, self._good_loss, self._skipped = flat[-4:]
-        it = iter(rest)
-        state["slots"] = [[next(it) for _ in ss] for ss in slots]
+        params, state["slots"], (loss, healthy, self._good_loss, self._skipped) = _materialized(
+            placement, params, state["slots"], [loss, healthy, good_loss, skipped])
         self._healthy = healthy
         self._unchecked += 1
         if self._unchecked >= self.check_every:
@@ -329,16 +323,25 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
     ``jax.jit(functools.partial(pm.train_step, model, optimizer=opt))``. Where the loss or
     a gradient is not finite, the ``params`` and slots passed in come back (selected with
     ``where``) and ``finite`` is False; ``state["step"]`` counts steps taken, finite or not.
-    The inputs are never modified. Under ``jax.jit``, a learning-rate schedule other than
-    the constant one needs the step count as a Python int (the optimizer reads it on the
-    host): use ``Trainer`` for those.
+    The inputs are never modified. On dask the results are persisted, as in ``Trainer``,
+    so that the graph stays bounded. Under ``jax.jit`` the step count comes back as an
+    array: start from ``state["step"] = jnp.asarray(0)`` to compile once, not twice; a
+    learning-rate schedule other than the constant one needs it as a Python int (the
+    optimizer reads it on the host), so use ``Trainer`` for those.
     """
     loss_fn = grad.check_loss(model, loss)
     placement = model.placement
+    if not validation.fits(model, X, Y):
+        raise ValueError(f"train_step takes X and Y placed on the model: {placement.dtype} "
+                         f"arrays of shapes (n, {model.n_features}) and (n, {model.n_outputs}); "
+                         f"got X {X.dtype} {tuple(X.shape)} and Y {Y.dtype} {tuple(Y.shape)}. "
+                         "Place host data with model.placement.from_host")
     xp = placement.xp
     value, grads, sq_norm = _gradients(model, params, X, Y, loss_fn, l2, None, clip_norm)
     finite = xp.isfinite(value) & xp.isfinite(sq_norm)
     new_params, new_state = _update_where(finite, placement, optimizer, params, grads, state)
+    new_params, new_state["slots"], (value, finite) = _materialized(
+        placement, new_params, new_state["slots"], [value, finite])
     return new_params, new_state, value, finite
 
 
@@ -374,6 +377,17 @@ def _update_where(ok: Array, placement: _backend.Placement, optimizer: optim.Opt
     new_state["slots"] = [[xp.where(ok, n, o) for n, o in zip(ns, os)]
                           for ns, os in zip(new_state["slots"], old_slots)]
     return new_params, new_state
+
+
+def _materialized(placement: _backend.Placement, params: list[Array],
+                  slots: list[list[Array]], extra: list[Array]
+                  ) -> tuple[list[Array], list[list[Array]], list[Array]]:
+    """``params``, ``slots`` and ``extra`` computed into memory together (dask: one
+    persist, so the graph stays bounded); the same arrays elsewhere."""
+    flat = placement.materialize([*params, *[s for ss in slots for s in ss], *extra])
+    n, m = len(params), len(flat) - len(extra)
+    rest = iter(flat[n:m])
+    return flat[:n], [[next(rest) for _ in ss] for ss in slots], flat[m:]
 
 
 def fit(model: Sequential, X: Any, Y: Any, loss: str = "mse", optimizer: Any = "sgd",

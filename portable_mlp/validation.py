@@ -113,14 +113,21 @@ def batch(model: Sequential, X: Any, Y: Any) -> tuple[Array, Array]:
     one inlined check: ``Trainer.step`` then does no per-call work beyond it.
     """
     placement = model.placement
-    if placement.owns(X) and placement.owns(Y):
-        dtype, x_shape, y_shape = placement.dtype_obj, X.shape, Y.shape
-        if (X.dtype == dtype and Y.dtype == dtype and len(x_shape) == 2 and len(y_shape) == 2
-                and x_shape[0] == y_shape[0] > 0 and x_shape[1] == model.n_features
-                and y_shape[1] == model.n_outputs):
-            return X, Y
+    if placement.owns(X) and placement.owns(Y) and fits(model, X, Y):
+        return X, Y
     Xp = features(model, X)
     return Xp, targets(model, Y, Xp.shape[0])
+
+
+def fits(model: Sequential, X: Array, Y: Array) -> bool:
+    """Whether ``X`` and ``Y`` have the model's dtype and the shapes of one batch.
+
+    Metadata only, so it holds for arrays that ``jax.jit`` is tracing as well.
+    """
+    dtype, x_shape, y_shape = model.placement.dtype_obj, X.shape, Y.shape
+    return (X.dtype == dtype and Y.dtype == dtype and len(x_shape) == 2 and len(y_shape) == 2
+            and x_shape[0] == y_shape[0] > 0 and x_shape[1] == model.n_features
+            and y_shape[1] == model.n_outputs)
 
 
 def targets(model: Sequential, Y: Any, n: int, name: str = "Y",

@@ -1,0 +1,87 @@
+"""Where a NumPy ``Trainer.step`` spends its time, from a profile.
+
+    python -m benchmarks.profile_step                  # mnist, wide, deep
+    python -m benchmarks.profile_step --configs deep --steps 200
+
+cProfile times ``Trainer.step`` on a configuration of the benchmark report and
+groups the time by what the step does. The NumPy backend's operations are named
+functions (``_backend.Ops``), so each group is one place in the code: the matmuls
+(``ndarray.dot``), the sigmoid forward, the elementwise work inside each backprop,
+the loss, the sum-of-squares dots (loss and divergence check) and the optimizer's
+update. What remains is Python: calls, closures, checks. The GEMM floor (the
+step's matmuls alone, as the report times it) is printed beside the matmul group.
+On ``xor`` the profiler's own cost per call is as large as the work: use the
+report there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import inspect
+import pstats
+import time
+
+from benchmarks import _workloads as w
+from portable_mlp import layers
+
+
+def _lines_of(cls: type) -> range:
+    source, first = inspect.getsourcelines(cls)
+    return range(first, first + len(source))
+
+
+# (group, file suffix, function name, lines) in the order the step runs them
+GROUPS = (
+    ("matmuls (ndarray.dot)", "~", "<method 'dot' of 'numpy.ndarray' objects>", None),
+    ("sigmoid forward (4 passes, 1 buffer)", "_backend.py", "_numpy_sigmoid", None),
+    ("loss: mse (delta, scale)", "losses.py", "mse", None),
+    ("sum of squares (np.vdot: loss, finite check)", "~", "<built-in method numpy.vdot>", None),
+    ("sigmoid backward (3 passes)", "layers.py", "backprop", _lines_of(layers.Sigmoid)),
+    ("SGD update (2 passes)", "optim.py", "rule", None),
+)
+
+
+def profile(config_name: str, steps: int) -> tuple[dict[str, float], float, float]:
+    """Seconds per step in each group, the step's total, and the floor's time."""
+    work = w.build("numpy", w.CONFIGS[config_name])
+    step, floor = work.steps["portable_mlp"], work.steps["floor"]
+    for _ in range(3):  # warm up (allocator, BLAS threads)
+        step()
+        floor()
+    start = time.perf_counter()
+    for _ in range(steps):
+        floor()
+    floor_s = (time.perf_counter() - start) / steps
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(steps):
+        step()
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    total = sum(tottime for _, _, tottime, _, _ in stats.values()) / steps
+    groups = {name: 0.0 for name, _, _, _ in GROUPS}
+    for (filename, line, function), (_, _, tottime, _, _) in stats.items():
+        for name, suffix, wanted, lines in GROUPS:
+            if (function == wanted and filename.endswith(suffix)
+                    and (lines is None or line in lines)):
+                groups[name] += tottime / steps
+    return groups, total, floor_s
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="mnist,wide,deep")
+    parser.add_argument("--steps", type=int, default=50, help="profiled steps (default 50)")
+    args = parser.parse_args(argv)
+    for config in args.configs.split(","):
+        groups, total, floor_s = profile(config, args.steps)
+        print(f"\nnumpy {config}: step {total * 1e3:.3f} ms under the profiler, "
+              f"GEMM floor {floor_s * 1e3:.3f} ms (timed apart)")
+        rest = total - sum(groups.values())
+        for name, seconds in [*groups.items(), ("Python and the rest", rest)]:
+            print(f"  {name:46s} {seconds * 1e3:9.3f} ms  {100 * seconds / total:5.1f}%")
+
+
+if __name__ == "__main__":
+    main()
