@@ -5,9 +5,9 @@
 
 cProfile times ``Trainer.step`` on a configuration of the benchmark report and
 groups the time by what the step does. The NumPy backend's operations are named
-functions (``_backend.Ops``), so each group is one place in the code: the matmuls
-(``ndarray.dot``), the sigmoid forward, the elementwise work inside each backprop,
-the loss, the sum-of-squares dots (loss and divergence check) and the optimizer's
+functions (``_backend.Ops``), so each group is one place in the code: the matmuls,
+the sigmoid forward, the elementwise work inside each backprop,
+the loss, the gradients' sum of squares (the divergence check) and the optimizer's
 update. What remains is Python: calls, closures, checks. The GEMM floor (the
 step's matmuls alone, as the report times it) is printed beside the matmul group.
 On ``xor`` the profiler's own cost per call is as large as the work: use the
@@ -31,15 +31,16 @@ def _lines_of(cls: type) -> range:
     return range(first, first + len(source))
 
 
-# (group, file suffix, function name, lines) in the order the step runs them
-GROUPS = (
-    ("matmuls (ndarray.dot)", "~", "<method 'dot' of 'numpy.ndarray' objects>", None),
-    ("sigmoid forward (4 passes, 1 buffer)", "_backend.py", "_numpy_sigmoid", None),
-    ("loss: mse (delta, scale)", "losses.py", "mse", None),
-    ("sum of squares (np.vdot: loss, finite check)", "~", "<built-in method numpy.vdot>", None),
-    ("sigmoid backward (3 passes)", "layers.py", "backprop", _lines_of(layers.Sigmoid)),
-    ("SGD update (2 passes)", "optim.py", "rule", None),
-)
+# group -> the functions whose own time it sums: (file suffix, name, lines or None)
+GROUPS: dict[str, list[tuple[str, str, range | None]]] = {
+    "matmuls (ndarray.dot or @)": [("_backend.py", "_numpy_matmul", None),
+                                   ("~", "<method 'dot' of 'numpy.ndarray' objects>", None)],
+    "sigmoid forward (4 passes, 1 buffer)": [("_backend.py", "_numpy_sigmoid", None)],
+    "loss: mse (delta, its sum of squares, scale)": [("losses.py", "mse", None)],
+    "finite check (sum of squares of the gradients)": [("train.py", "_gradients", None)],
+    "sigmoid backward (3 passes)": [("layers.py", "backprop", _lines_of(layers.Sigmoid))],
+    "SGD update (2 passes)": [("optim.py", "rule", None)],
+}
 
 
 def profile(config_name: str, steps: int) -> tuple[dict[str, float], float, float]:
@@ -60,11 +61,11 @@ def profile(config_name: str, steps: int) -> tuple[dict[str, float], float, floa
     profiler.disable()
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     total = sum(tottime for _, _, tottime, _, _ in stats.values()) / steps
-    groups = {name: 0.0 for name, _, _, _ in GROUPS}
+    groups = dict.fromkeys(GROUPS, 0.0)
     for (filename, line, function), (_, _, tottime, _, _) in stats.items():
-        for name, suffix, wanted, lines in GROUPS:
-            if (function == wanted and filename.endswith(suffix)
-                    and (lines is None or line in lines)):
+        for name, matchers in GROUPS.items():
+            if any(function == wanted and filename.endswith(suffix)
+                   and (lines is None or line in lines) for suffix, wanted, lines in matchers):
                 groups[name] += tottime / steps
     return groups, total, floor_s
 

@@ -10,7 +10,8 @@ derivative comes from its output, Linear's weight gradient from its input).
 
 Arrays a backprop receives (``dy``) are owned by the chain: pieces may update
 them with augmented assignment, which writes in place where the backend allows
-and rebinds where arrays are immutable (JAX). Inputs ``x`` are never modified.
+and rebinds where arrays are immutable (JAX, dask). Inputs ``x`` are never
+modified.
 """
 
 from __future__ import annotations
