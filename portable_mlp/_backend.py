@@ -139,10 +139,11 @@ class Ops:
     """The namespace and the few operations a training step calls most, resolved once.
 
     Each computes the standard's math; where the library has a faster spelling of it,
-    that one is used: NumPy's ``ndarray.dot`` skips ``matmul``'s ufunc dispatch (about
-    0.6 us a call, a third of a matmul on the seed's tiny arrays), PyTorch and JAX have a
-    fused sigmoid (one pass, not the expression's four; one dispatch on JAX), as
-    array-api-extra delegates to a library's own function where one exists.
+    that one is used, as array-api-extra delegates to a library's own function where one
+    exists. NumPy: ``ndarray.dot`` on small products skips ``matmul``'s ufunc dispatch
+    (about 0.6 us a call, a third of a matmul on the seed's tiny arrays), the sigmoid
+    runs in one buffer, ``np.vdot`` sums squares without a reshape. PyTorch and JAX:
+    their fused sigmoid (one pass, not the expression's four; one dispatch on JAX).
     """
 
     xp: Any
