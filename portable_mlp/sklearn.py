@@ -263,8 +263,6 @@ class _BaseMLP(BaseEstimator):
             backend, device = self.backend, self.device
         elif name is not None:
             backend, device = name, _backend.device_spec(array_api_compat.device(X))
-            if name in ("numpy", "dask"):
-                device = None
         else:
             backend, device = "numpy", self.device
         dtype = self.dtype or _fallback(backend, device, _float_name(X.dtype))

@@ -175,7 +175,8 @@ class Trainer:
         Data is validated (NaN/inf included) and moved to the model's device once;
         any bad argument raises before the model or the optimizer is touched.
         Calling fit again continues training: the optimizer's state is kept.
-        ``sample_weight`` (``(n,)``, non-negative) makes every loss a weighted mean.
+        ``sample_weight`` (``(n,)``, non-negative) makes every loss a weighted mean; a
+        batch whose weights are all zero holds no sample in effect and is skipped.
         ``epoch_loss``: "evaluate" logs the loss and accuracy of the model after each
         epoch (one more forward pass over the data); "steps" logs the mean of the
         epoch's batch losses instead (scikit-learn's ``loss_curve_``; no extra pass,
@@ -215,8 +216,9 @@ class Trainer:
                 cb.on_train_begin(self)
             bar = _progress_bar(epochs, progress)
             try:
+                w_host = None if wd is None else _backend.to_host(wd)  # one read per fit
                 run_epoch = functools.partial(self._epoch, Xd, Yd, batch_size, shuffle, rng, val,
-                                              wd, epoch_loss)
+                                              wd, w_host, epoch_loss)
                 self._epochs(run_epoch, epochs, cbs, history, bar, ends)
                 self.check_divergence()
             except DivergenceError as exc:
@@ -270,28 +272,35 @@ class Trainer:
 
     def _epoch(self, X: Array, Y: Array, batch_size: int | None, shuffle: bool,
                rng: np.random.Generator, val: tuple[Array, Array] | None,
-               w: Array | None = None, epoch_loss: str = "evaluate"
-               ) -> dict[str, float] | None:
+               w: Array | None = None, w_host: np.ndarray | None = None,
+               epoch_loss: str = "evaluate") -> dict[str, float] | None:
         xp, n = self.model.xp, X.shape[0]
-        total: Any = 0.0
         if batch_size is None or batch_size >= n:
-            total = self._step(X, Y, w)
+            total, seen = self._step(X, Y, w), 1.0
         else:
+            starts = list(range(0, n, batch_size))
             if shuffle:
-                order = self.model.placement.indices(rng.permutation(n))
+                permutation = rng.permutation(n)
+                order = self.model.placement.indices(permutation)
                 X, Y = xp.take(X, order, axis=0), xp.take(Y, order, axis=0)
-                w = None if w is None else xp.take(w, order, axis=0)
-            for start in range(0, n, batch_size):
+                if w_host is not None:
+                    w, w_host = xp.take(w, order, axis=0), w_host[permutation]
+            # what each batch counts for in the epoch: its size, or its weight; a batch of
+            # zero weight holds no sample in effect and is skipped (its mean would be 0/0)
+            counts = np.diff([*starts, n]) if w_host is None else np.add.reduceat(w_host, starts)
+            total, seen = 0.0, float(np.sum(counts))
+            for start, count in zip(starts, counts):
                 if self._interrupted:
                     return None
+                if count == 0:
+                    continue
                 stop = min(start + batch_size, n)  # out-of-bounds stops are not standard
                 loss = self._step(X[start:stop, ...], Y[start:stop, ...],
                                   None if w is None else w[start:stop])
                 if epoch_loss == "steps":
-                    total = total + loss * (stop - start)
-        if epoch_loss == "steps":  # the mean of the batch losses, weighted by batch size
-            divide = 1 if batch_size is None or batch_size >= n else n
-            logs = {"loss": float(_backend.to_host(total)) / divide}
+                    total = total + loss * float(count)
+        if epoch_loss == "steps":  # the mean of the batch losses, weighted as their batches
+            logs = {"loss": float(_backend.to_host(total)) / seen}
         else:
             logs = self.evaluate(X, Y, w)
         if val is not None:

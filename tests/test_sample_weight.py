@@ -51,3 +51,38 @@ def test_bad_sample_weights_are_refused():
                        ([1.0, 1.0], "3 rows"), ([1.0, np.nan, 1.0], "NaN")):
         with pytest.raises(ValueError, match=match):
             pm.fit(model, X, Y, epochs=1, sample_weight=bad, progress=False)
+
+
+def test_a_batch_of_zero_weight_is_skipped_not_divergent(backend, xor_data):
+    X, Y = xor_data
+    X, Y = X[:100], Y[:100]
+    w = np.r_[np.zeros(90), np.ones(10)]  # nine batches of 10 weigh nothing
+    fits = []
+    for data in ((X, Y, w), (X[90:], Y[90:], None)):
+        model = pm.MLP([2, 4, 2], seed=0, backend=backend, dtype="float64")
+        trainer = pm.Trainer(model, optimizer=pm.SGD(lr=0.5, momentum=0.9))
+        history = trainer.fit(data[0], data[1], epochs=3, batch_size=10, shuffle=False,
+                              sample_weight=data[2], progress=False, epoch_loss="steps")
+        fits.append((trainer.steps, history["loss"], model.host_params()))
+    (steps, losses, params), (ref_steps, ref_losses, ref_params) = fits
+    assert steps == ref_steps == 3
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-12)
+    for p, q in zip(params, ref_params, strict=True):
+        np.testing.assert_allclose(p, q, rtol=1e-12)
+
+
+def test_steps_loss_is_weighted_by_each_batch_weight(backend, xor_data):
+    X, Y = xor_data
+    X, Y = X[:100], Y[:100]
+    w = np.r_[np.ones(50), np.full(50, 3.0)]
+    model = pm.MLP([2, 4, 2], seed=0, backend=backend, dtype="float64")
+    twin = pm.MLP([2, 4, 2], seed=0, backend=backend, dtype="float64")
+    history = pm.Trainer(model, optimizer=pm.SGD(lr=0.5)).fit(
+        X, Y, epochs=1, batch_size=50, shuffle=False, sample_weight=w, progress=False,
+        epoch_loss="steps")
+    to_host = pm._backend.to_host
+    first, _ = pm.value_and_grad(twin, X[:50], Y[:50])
+    pm.Trainer(twin, optimizer=pm.SGD(lr=0.5)).step(X[:50], Y[:50])
+    second, _ = pm.value_and_grad(twin, X[50:], Y[50:], sample_weight=w[50:])
+    expected = (50 * float(to_host(first)) + 150 * float(to_host(second))) / 200
+    assert history["loss"][0] == pytest.approx(expected, rel=1e-12)
