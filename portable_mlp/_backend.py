@@ -119,6 +119,14 @@ def name_of_namespace(xp: Any) -> str:
     raise TypeError(f"unsupported array namespace {xp!r}; expected one of {', '.join(BACKENDS)}")
 
 
+def device_of(x: Any) -> str:
+    """The spec of the device array ``x`` lives on (dask arrays: "cpu", this module's one
+    dask device, whatever their chunks are)."""
+    if compat.is_dask_array(x):
+        return "cpu"
+    return device_spec(compat.device(x))
+
+
 def backend_name(backend: Any) -> str:
     """Accept a backend name or a namespace; return the name."""
     return check_name(backend) if isinstance(backend, str) else name_of_namespace(backend)

@@ -262,7 +262,7 @@ class _BaseMLP(BaseEstimator):
         if self.backend is not None:
             backend, device = self.backend, self.device
         elif name is not None:
-            backend, device = name, _backend.device_spec(array_api_compat.device(X))
+            backend, device = name, _backend.device_of(X)
         else:
             backend, device = "numpy", self.device
         dtype = self.dtype or _fallback(backend, device, _float_name(X.dtype))
@@ -318,6 +318,12 @@ class _BaseMLP(BaseEstimator):
             split = [(xp.take(a, take(train), axis=0), xp.take(a, take(held), axis=0))
                      if a is not None else (None, None) for a in (X, Y, w)]
             (X, Xv), (Y, Yv), (w, wv) = split
+            for part, weights in (("training", w), ("validation", wv)):
+                if weights is not None and not bool(xp.any(weights > 0)):
+                    raise ValueError(f"The {part} part of the early_stopping split has only "
+                                     "zero sample weights: its loss is undefined. Change "
+                                     "'validation_fraction' or 'random_state', or give more "
+                                     "samples a weight.")
             val = (Xv, Yv, wv)
             n = X.shape[0]
         if self.batch_size == "auto":

@@ -179,8 +179,9 @@ class Trainer:
         batch whose weights are all zero holds no sample in effect and is skipped.
         ``epoch_loss``: "evaluate" logs the loss and accuracy of the model after each
         epoch (one more forward pass over the data); "steps" logs the mean of the
-        epoch's batch losses instead (scikit-learn's ``loss_curve_``; no extra pass,
-        no accuracy).
+        epoch's batch losses instead, each weighted by its batch's size, or by its total
+        sample weight (scikit-learn's ``loss_curve_``, which weights by size even then; no
+        extra pass, no accuracy).
 
         A non-finite loss or gradient raises ``DivergenceError`` (the model and the
         optimizer keep their last finite state; ``exc.history`` holds the history).
@@ -287,7 +288,8 @@ class Trainer:
                     w, w_host = xp.take(w, order, axis=0), w_host[permutation]
             # what each batch counts for in the epoch: its size, or its weight; a batch of
             # zero weight holds no sample in effect and is skipped (its mean would be 0/0)
-            counts = np.diff([*starts, n]) if w_host is None else np.add.reduceat(w_host, starts)
+            counts = (np.diff([*starts, n]) if w_host is None
+                      else np.add.reduceat(w_host, starts, dtype=np.float64))
             total, seen = 0.0, float(np.sum(counts))
             for start, count in zip(starts, counts):
                 if self._interrupted:

@@ -293,3 +293,32 @@ def test_torch_classifier_values_match_numpy():
     np.testing.assert_allclose(proba, ref.predict_proba(X), rtol=0, atol=1e-12)
     np.testing.assert_array_equal(labels, ref.predict(X))
     np.testing.assert_allclose(ours.loss_curve_, ref.loss_curve_, rtol=1e-12)
+
+
+def test_early_stopping_refuses_a_split_without_weight():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 3)), rng.standard_normal(60)
+    weights = np.zeros(60)
+    weights[:6] = 1.0
+    refused = 0
+    for seed in range(6):  # some splits hold out only zero-weight samples
+        est = MLPRegressor(hidden_layer_sizes=(4,), early_stopping=True, max_iter=5,
+                           random_state=seed)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                est.fit(X, y, sample_weight=weights)
+        except ValueError as exc:
+            assert "zero sample weights" in str(exc)
+            refused += 1
+        else:
+            assert all(np.isfinite(est.validation_loss_curve_))
+    assert refused > 0
+
+
+def test_dask_arrays_of_any_chunks_place_on_the_dask_cpu():
+    da = pytest.importorskip("dask.array")
+    sparse = pytest.importorskip("scipy.sparse")
+    x = da.from_array(sparse.csr_matrix(np.ones((4, 2))), chunks=2, asarray=False)
+    assert _backend.device_of(x) == "cpu"
+    assert _backend.Placement.create("dask", _backend.device_of(x)).device == "cpu"
