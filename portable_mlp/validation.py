@@ -110,7 +110,7 @@ def batch(model: Sequential, X: Any, Y: Any) -> tuple[Array, Array]:
     """``features`` and ``targets`` of one training batch (metadata checks only).
 
     Arrays already placed on the model with the right dtype and shapes pass through
-    one inlined check: ``Trainer.step`` then does no per-call work beyond it.
+    after ``owns`` and ``fits`` (metadata only): ``Trainer.step`` does no more per call.
     """
     placement = model.placement
     if placement.owns(X) and placement.owns(Y) and fits(model, X, Y):
