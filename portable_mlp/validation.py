@@ -132,12 +132,42 @@ def fits(model: Sequential, X: Array, Y: Array) -> bool:
 
 def targets(model: Sequential, Y: Any, n: int, name: str = "Y",
             check_values: bool = False) -> Array:
-    """``Y`` as a (n, n_outputs) array matching ``n`` rows of X."""
+    """``Y`` as a (n, n_outputs) array matching ``n`` rows of X.
+
+    1-D integer class labels are accepted too, as Keras's sparse losses take them: they
+    are one-hot encoded on the model's backend (a model with one output takes 0/1 labels
+    as its one column).
+    """
+    Y = _encoded_labels(model, Y, name)
     out = rows(model, Y, name, model.n_outputs, check_values)
     if out.shape[0] != n:
         raise ValueError(f"X and {name} have different lengths: {n} rows in X, "
                          f"{out.shape[0]} in {name}")
     return out
+
+
+def _encoded_labels(model: Sequential, Y: Any, name: str) -> Any:
+    """1-D integer labels (host or the model's own) one-hot encoded on the model's device;
+    anything else as it is, for ``rows`` to check."""
+    from portable_mlp.encoding import one_hot
+
+    placement = model.placement
+    if isinstance(Y, (list, tuple)):
+        Y = np.asarray(Y)
+    host = isinstance(Y, np.ndarray)
+    if not (host or placement.owns(Y)) or Y.ndim != 1:
+        return Y
+    k = model.n_outputs
+    if not (Y.dtype.kind in "iu" if host else model.xp.isdtype(Y.dtype, "integral")):
+        raise ValueError(f"{name} must be 2-D, (n, {k}) targets, or 1-D integer class "
+                         f"labels; got a 1-D array of dtype {Y.dtype} (labels held as floats: "
+                         f"convert them to integers first)")
+    labels = placement.indices(Y) if host else Y
+    try:
+        return one_hot(labels, max(k, 2), dtype=model.dtype)[:, -k:]  # one output: column 1
+    except ValueError as exc:
+        raise ValueError(f"{name} holds class labels, but the model has "
+                         f"{k} output{'s' if k > 1 else ''} ({exc})") from None
 
 
 def sample_weights(model: Sequential, weights: Any, n: int,
