@@ -405,16 +405,13 @@ class Trainer:
         taken = np.cumsum(plan.active) - plan.active  # active steps before each batch
         lrs = [optimizer.learning_rate(step0 + int(k)) for k in taken]
         run = self._function(_scan_epoch)
-        xp, dtype, device = placement.xp, placement.dtype_obj, placement.device_obj
-
-        def to_device(host: np.ndarray) -> Array:  # the plan's small arrays, not data
-            return xp.asarray(host, dtype=dtype, device=device)
-
+        dtype = np.dtype(placement.dtype)
+        # the plan's small arrays go in as host arrays: compiled code takes them as they are
         params, slots, guard, loss_sum, hit_sum = run(
             model.params, state["slots"], step0, self._guard or _fresh_guard(placement),
-            data.X, data.Y, placement.indices(plan.indices),
-            None if plan.weights is None else to_device(plan.weights),
-            to_device(np.asarray(lrs)), to_device(plan.counts))
+            data.X, data.Y, plan.indices.astype(_backend.dtype_name(placement.int_dtype)),
+            None if plan.weights is None else plan.weights.astype(dtype),
+            np.asarray(lrs, dtype=dtype), plan.counts.astype(dtype))
         n_active = int(plan.active.sum())
         model.params = self._params = params
         state = optimizer.state = self._state = {"step": step0 + n_active, "slots": slots}
@@ -519,22 +516,29 @@ def _scan_epoch(settings: _Settings, params: list[Array], slots: list[list[Array
     xp = placement.xp
     zero = xp.asarray(0.0, dtype=placement.dtype_obj, device=placement.device_obj)
 
-    def body(carry: Any, batch: Any) -> tuple[Any, None]:
+    def train(carry: Any, Xb: Array, Yb: Array, w: Array | None, lr: Array, count: Array
+              ) -> Any:
         params, slots, step, guard, loss_sum, hit_sum = carry
-        rows, lr, count = batch[0], batch[1], batch[2]
-        w = None if weights is None else batch[3]
-        Xb, Yb = xp.take(X, rows, axis=0), xp.take(Y, rows, axis=0)
         state = {"step": step, "slots": slots}
         new = _guarded_step(settings, True, params, state, guard, Xb, Yb, w, lr)
         new_carry = (new[0], new[1]["slots"], new[1]["step"], new[2],
                      loss_sum + new[3] * count, hit_sum + new[4])
         if w is None:  # no batch of zero weight
-            return new_carry, None
-        return _tree_where(xp, count > 0, new_carry, carry), None
+            return new_carry
+        return _tree_where(xp, count > 0, new_carry, carry)
 
-    xs = (indices, lrs, counts) if weights is None else (indices, lrs, counts, weights)
+    def body(carry: Any, batch: Any) -> tuple[Any, None]:
+        rows, lr, count, w = batch if weights is not None else (*batch, None)
+        Xb, Yb = xp.take(X, rows, axis=0), xp.take(Y, rows, axis=0)
+        return train(carry, Xb, Yb, w, lr, count), None
+
     carry = (params, slots, step, guard, zero, zero)
-    params, slots, _, guard, loss_sum, hit_sum = placement.scan(body, carry, xs)[0]
+    if indices.shape[0] == 1 and weights is None:  # one full batch, in order: no loop
+        carry = train(carry, X, Y, None, lrs[0], counts[0])
+    else:
+        xs = (indices, lrs, counts) if weights is None else (indices, lrs, counts, weights)
+        carry = placement.scan(body, carry, xs)[0]
+    params, slots, _, guard, loss_sum, hit_sum = carry
     return params, slots, guard, loss_sum, hit_sum
 
 
