@@ -399,6 +399,39 @@ def synchronize(name: str, arrays: Any = ()) -> None:
         dask.compute(arrays)
 
 
+def compiles(name: str) -> bool:
+    """Whether training on this backend runs compiled by default (JAX: ``jax.jit``)."""
+    return name == "jax"
+
+
+def jit(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` compiled where the backend compiles (JAX); ``fn`` itself elsewhere."""
+    if not compiles(name):
+        return fn
+    import jax
+
+    return jax.jit(fn)
+
+
+def scan(name: str) -> Callable[..., Any]:
+    """``lax.scan`` (``scan(body, carry, xs) -> (carry, ys)``) on a backend that compiles."""
+    if not compiles(name):
+        raise ValueError(f"backend {name!r} does not compile; scan runs only inside compiled "
+                         "code")
+    from jax import lax
+
+    return lax.scan
+
+
+def read_scalars(name: str, arrays: list[Any]) -> list[float]:
+    """0-d arrays read back to the host as floats, in one transfer where that matters."""
+    if name == "jax":
+        import jax
+
+        arrays = jax.device_get(arrays)
+    return [float(a) for a in arrays]  # every backend's 0-d arrays convert
+
+
 def materialize(name: str, arrays: list[Any]) -> list[Any]:
     """Bound a lazy graph: compute ``arrays`` into memory (dask); identity elsewhere."""
     if name != "dask":
@@ -478,6 +511,20 @@ class Placement:
 
     def materialize(self, arrays: list[Any]) -> list[Any]:
         return materialize(self.backend, arrays)
+
+    @functools.cached_property
+    def compiles(self) -> bool:
+        return compiles(self.backend)
+
+    def jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return jit(self.backend, fn)
+
+    @functools.cached_property
+    def scan(self) -> Callable[..., Any]:
+        return scan(self.backend)
+
+    def read_scalars(self, arrays: list[Any]) -> list[float]:
+        return read_scalars(self.backend, arrays)
 
     def synchronize(self, arrays: Any = ()) -> None:
         synchronize(self.backend, arrays)
