@@ -154,7 +154,7 @@ class Ops:
     Each computes the standard's math; where the library has a faster spelling of it,
     that one is used, as array-api-extra delegates to a library's own function where one
     exists. NumPy: ``ndarray.dot`` on small products skips ``matmul``'s ufunc dispatch
-    (about 0.6 us a call, a third of a matmul on the seed's tiny arrays), the sigmoid
+    (about 0.6 us a call, a third of a matmul on the scratch_mlp article's tiny arrays), the sigmoid
     runs in one buffer, ``np.vdot`` sums squares without a reshape. PyTorch and JAX:
     their fused sigmoid (one pass, not the expression's four; one dispatch on JAX).
     """

@@ -1,4 +1,4 @@
-"""Pictures of training, as in the seed's "Let's run this!": accuracy on the left, the learned
+"""Pictures of training, as at the end of the scratch_mlp article: accuracy on the left, the learned
 decision boundary in the middle, the loss on the right; and an animated GIF of them over training.
 
 Needs matplotlib (and Pillow, which matplotlib brings): the ``plot`` extra, e.g.
