@@ -389,7 +389,7 @@ class _Run:
             self.plot.plot_training(self.model, history, self.X, self.y, args.plot,
                                     title=self.title)
             print(f"wrote {args.plot}")
-        if args.gif:
+        if self.snapshots is not None:
             self.snapshots.on_train_end(self.trainer)  # a last frame, if interrupted
             frames = self.plot.animate_training(self.model, self.snapshots, self.X, self.y,
                                                 args.gif, title=self.title)

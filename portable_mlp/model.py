@@ -198,6 +198,13 @@ class Sequential:
                           f"{self.n_features} inputs, {self.n_params:,} parameters", *lines])
 
 
+def check_model(model: Any) -> Sequential:
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a portable_mlp model (pm.Sequential or pm.MLP), "
+                        f"got {type(model).__name__}")
+    return model
+
+
 def MLP(  # noqa: N802 - a constructor, named like the class it builds
         sizes: Sequence[int], activation: str = "sigmoid", output: str = "sigmoid",
         bias: bool = True, seed: int | None = 0, backend: Any = "numpy", device: Any = None,

@@ -15,17 +15,16 @@ import array_api_compat.numpy as npx
 import numpy as np
 
 from portable_mlp import _backend
+from portable_mlp.encoding import one_hot
+from portable_mlp.layers import Linear, Piece
 
-if TYPE_CHECKING:
-    from portable_mlp.layers import Piece
+if TYPE_CHECKING:  # for annotations only: the model module imports this one
     from portable_mlp.model import Sequential
 
 Array = Any
 
 
 def check_pieces(pieces: Sequence[Piece]) -> list[Piece]:
-    from portable_mlp.layers import Linear, Piece
-
     if not isinstance(pieces, Sequence) or isinstance(pieces, str) or not pieces:
         raise ValueError(f"pieces must be a non-empty list of pieces, got {pieces!r}")
     for piece in pieces:
@@ -39,15 +38,6 @@ def check_pieces(pieces: Sequence[Piece]) -> list[Piece]:
     for piece in pieces:
         size = piece.output_size(size)
     return list(pieces)
-
-
-def check_model(model: Any) -> Sequential:
-    from portable_mlp.model import Sequential
-
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model must be a portable_mlp model (pm.Sequential or pm.MLP), "
-                        f"got {type(model).__name__}")
-    return model
 
 
 def check_seed(seed: Any) -> int | None:
@@ -149,8 +139,6 @@ def targets(model: Sequential, Y: Any, n: int, name: str = "Y",
 def _encoded_labels(model: Sequential, Y: Any, name: str) -> Any:
     """1-D integer labels (host or the model's own) one-hot encoded on the model's device;
     anything else as it is, for ``rows`` to check."""
-    from portable_mlp.encoding import one_hot
-
     placement = model.placement
     if isinstance(Y, (list, tuple)):
         Y = np.asarray(Y)
