@@ -302,11 +302,14 @@ def test_ctrl_c_says_where_it_stopped_and_still_writes_the_picture(tmp_path):
     pytest.importorskip("matplotlib")
     if not hasattr(signal, "SIGINT") or os.name != "posix":
         pytest.skip("POSIX signals")
-    # a shell without job control starts background jobs with SIGINT ignored: restore it
-    proc = subprocess.Popen([*PROG, "xor", "--epochs", "1000000", "--plot", "xor.png"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path, env=ENV,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # a shell without job control starts background jobs with SIGINT ignored: restore Python's
+    # handler in the child (not with preexec_fn: forking runs the at-fork hooks of JAX here)
+    code = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+            " sys.argv = ['portable-mlp', *sys.argv[1:]];"
+            " runpy.run_module('portable_mlp.cli', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", code, "xor", "--epochs", "1000000", "--plot",
+                             "xor.png"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path, env=ENV)
     assert proc.stdout.readline().startswith("training ")
     time.sleep(1.0)  # some epochs
     proc.send_signal(signal.SIGINT)
