@@ -303,6 +303,10 @@ def resolve_device(name: str, spec: Any) -> Any:
     if spec is None:
         if name == "dask":
             return "cpu"
+        if name == "torch":  # follows torch.set_default_device (the standard's info: cpu)
+            import torch
+
+            return torch.get_default_device()
         default = xp.__array_namespace_info__().default_device()
         # JAX answers None ("the default"): name the device its arrays land on, so that
         # arrays placed there are recognised as this model's (Placement.owns compares specs)
