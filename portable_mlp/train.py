@@ -405,7 +405,7 @@ class Trainer:
         taken = np.cumsum(plan.active) - plan.active  # active steps before each batch
         lrs = [optimizer.learning_rate(step0 + int(k)) for k in taken]
         run = self._function(_scan_epoch)
-        params, slots, guard, loss_sum, hit_sum = run(
+        params, slots, guard, summary = run(
             model.params, state["slots"], step0, self._guard or _fresh_guard(placement),
             data.X, data.Y, *plan.arguments(placement, lrs))
         n_active = int(plan.active.sum())
@@ -413,7 +413,7 @@ class Trainer:
         state = optimizer.state = self._state = {"step": step0 + n_active, "slots": slots}
         self.steps += n_active
         self._guard = guard
-        healthy, loss_total, hit_total = placement.read_scalars([guard[0], loss_sum, hit_sum])
+        loss_total, hit_total, healthy = (float(v) for v in _backend.to_host(summary))
         if not healthy:
             self._check(pending=0)
         return loss_total, hit_total, float(plan.counts.sum())
@@ -517,12 +517,12 @@ def _guarded_step(settings: _Settings, count_hits: bool, params: list[Array],
 def _scan_epoch(settings: _Settings, params: list[Array], slots: list[list[Array]], step: Any,
                 guard: tuple[Array, Array, Array], X: Array, Y: Array, indices: Array | None,
                 weights: Array | None, lrs: Any, counts: Any
-                ) -> tuple[list[Array], list[list[Array]], tuple[Array, Array, Array], Array,
-                           Array]:
+                ) -> tuple[list[Array], list[list[Array]], tuple[Array, Array, Array], Array]:
     """Pure: the epoch's guarded steps as one scan over its batches (compiled code).
 
     A batch whose count is 0 (all its weights zero) changes nothing and counts no step.
-    Returns the params, slots, guard, and the summed (count-weighted) losses and hits.
+    Returns the params, slots, guard, and a summary to read back in one transfer: the
+    summed (count-weighted) losses, the summed hits, and 1 if every step was finite.
     """
     placement = settings.model.placement
     xp = placement.xp
@@ -551,7 +551,8 @@ def _scan_epoch(settings: _Settings, params: list[Array], slots: list[list[Array
         xs = (indices, lrs, counts) if weights is None else (indices, lrs, counts, weights)
         carry = placement.scan(body, carry, xs)[0]
     params, slots, _, guard, loss_sum, hit_sum = carry
-    return params, slots, guard, loss_sum, hit_sum
+    summary = xp.stack([loss_sum, hit_sum, xp.astype(guard[0], loss_sum.dtype)])
+    return params, slots, guard, summary
 
 
 def _tree_where(xp: Any, cond: Array, new: Any, old: Any) -> Any:
