@@ -163,6 +163,8 @@ class Ops:
     matmul: Callable[[Any, Any], Any]      # 2-D @ 2-D (what the pieces need; no batching)
     sigmoid: Callable[[Any], Any]          # 1 / (1 + exp(-x))
     sum_of_squares: Callable[[Any], Any]   # sum(a**2) over all of ``a``: 0-d (NumPy: a scalar)
+    # dy * y * (1 - y), the sigmoid's backward from its output y (may reuse dy's buffer)
+    sigmoid_backward: Callable[[Any, Any], Any]
 
 
 @functools.cache
@@ -170,11 +172,14 @@ def ops(name: str) -> Ops:
     """The ``Ops`` of backend ``name``."""
     xp = namespace(name)
     if name == "numpy":
-        return Ops(xp, _numpy_matmul, _numpy_sigmoid, _numpy_sum_of_squares)
+        return Ops(xp, _numpy_matmul, _numpy_sigmoid, _numpy_sum_of_squares,
+                   _standard_sigmoid_backward)
     flat: Callable[[Any], Any] = operator.methodcaller("reshape", -1)
     if name == "array_api_strict":  # its arrays have no reshape method
         flat = functools.partial(xp.reshape, shape=(-1,))
     sigmoid: Callable[[Any], Any] = functools.partial(_standard_sigmoid, xp)
+    if name == "cupy":
+        return _cupy_ops(xp, flat)
     if name == "torch":
         import torch
 
@@ -185,11 +190,36 @@ def ops(name: str) -> Ops:
         sigmoid = jax.nn.sigmoid
     elif name == "dask":
         sigmoid = _dask_sigmoid
-    return Ops(xp, operator.matmul, sigmoid, functools.partial(_flat_dot, flat))
+    return Ops(xp, operator.matmul, sigmoid, functools.partial(_flat_dot, flat),
+               _standard_sigmoid_backward)
 
 
 def _standard_sigmoid(xp: Any, x: Any) -> Any:
     return 1.0 / (xp.exp(-x) + 1.0)
+
+
+def _standard_sigmoid_backward(y: Any, dy: Any) -> Any:
+    """In place where arrays are writable (augmented assignment rebinds elsewhere)."""
+    dy *= y
+    dy -= dy * y
+    return dy
+
+
+def _cupy_ops(xp: Any, flat: Callable[[Any], Any]) -> Ops:
+    """CuPy: the sigmoid and its backward as one fused elementwise kernel each (the
+    standard's expressions launch three or four kernels, 18-24 us each on small arrays)."""
+    import cupy
+
+    forward = cupy.ElementwiseKernel("T x", "T y", "y = 1 / (1 + exp(-x))", "pm_sigmoid")
+    backward = cupy.ElementwiseKernel("T y", "T dy", "dy = dy * y * (1 - y)",
+                                      "pm_sigmoid_backward")
+
+    def sigmoid_backward(y: Any, dy: Any) -> Any:
+        backward(y, dy)  # writes dy in place: one kernel
+        return dy
+
+    return Ops(xp, operator.matmul, forward, functools.partial(_flat_dot, flat),
+               sigmoid_backward)
 
 
 def _flat_dot(flat: Callable[[Any], Any], a: Any) -> Any:
@@ -278,6 +308,10 @@ def resolve_device(name: str, spec: Any) -> Any:
     if spec is None:
         if name == "dask":
             return "cpu"
+        if name == "torch":  # follows torch.set_default_device (the standard's info: cpu)
+            import torch
+
+            return torch.get_default_device()
         default = xp.__array_namespace_info__().default_device()
         # JAX answers None ("the default"): name the device its arrays land on, so that
         # arrays placed there are recognised as this model's (Placement.owns compares specs)

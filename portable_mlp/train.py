@@ -405,19 +405,15 @@ class Trainer:
         taken = np.cumsum(plan.active) - plan.active  # active steps before each batch
         lrs = [optimizer.learning_rate(step0 + int(k)) for k in taken]
         run = self._function(_scan_epoch)
-        dtype = np.dtype(placement.dtype)
-        # the plan's small arrays go in as host arrays: compiled code takes them as they are
-        params, slots, guard, loss_sum, hit_sum = run(
+        params, slots, guard, summary = run(
             model.params, state["slots"], step0, self._guard or _fresh_guard(placement),
-            data.X, data.Y, plan.indices.astype(_backend.dtype_name(placement.int_dtype)),
-            None if plan.weights is None else plan.weights.astype(dtype),
-            np.asarray(lrs, dtype=dtype), plan.counts.astype(dtype))
+            data.X, data.Y, *plan.arguments(placement, lrs))
         n_active = int(plan.active.sum())
         model.params = self._params = params
         state = optimizer.state = self._state = {"step": step0 + n_active, "slots": slots}
         self.steps += n_active
         self._guard = guard
-        healthy, loss_total, hit_total = placement.read_scalars([guard[0], loss_sum, hit_sum])
+        loss_total, hit_total, healthy = (float(v) for v in _backend.to_host(summary))
         if not healthy:
             self._check(pending=0)
         return loss_total, hit_total, float(plan.counts.sum())
@@ -438,6 +434,22 @@ class _EpochPlan:
     indices: np.ndarray
     weights: np.ndarray | None
     counts: np.ndarray
+
+    def arguments(self, placement: _backend.Placement, lrs: list[float]) -> tuple[Any, ...]:
+        """``indices, weights, lrs, counts`` for ``_scan_epoch``, as host arrays (compiled
+        code takes them as they are); one full batch in order needs no indices, and its
+        rate and count go in as plain numbers."""
+        if self.single:
+            return None, None, lrs[0], float(self.counts[0])
+        dtype = np.dtype(placement.dtype)
+        weights = None if self.weights is None else self.weights.astype(dtype)
+        return (self.indices.astype(_backend.dtype_name(placement.int_dtype)), weights,
+                np.asarray(lrs, dtype=dtype), self.counts.astype(dtype))
+
+    @property
+    def single(self) -> bool:
+        """One full batch, in order, every row weighing 1: train on the data as it is."""
+        return self.indices.shape[0] == 1 and self.weights is None
 
     @property
     def active(self) -> np.ndarray:
@@ -503,14 +515,14 @@ def _guarded_step(settings: _Settings, count_hits: bool, params: list[Array],
 
 
 def _scan_epoch(settings: _Settings, params: list[Array], slots: list[list[Array]], step: Any,
-                guard: tuple[Array, Array, Array], X: Array, Y: Array, indices: Array,
-                weights: Array | None, lrs: Array, counts: Array
-                ) -> tuple[list[Array], list[list[Array]], tuple[Array, Array, Array], Array,
-                           Array]:
+                guard: tuple[Array, Array, Array], X: Array, Y: Array, indices: Array | None,
+                weights: Array | None, lrs: Any, counts: Any
+                ) -> tuple[list[Array], list[list[Array]], tuple[Array, Array, Array], Array]:
     """Pure: the epoch's guarded steps as one scan over its batches (compiled code).
 
     A batch whose count is 0 (all its weights zero) changes nothing and counts no step.
-    Returns the params, slots, guard, and the summed (count-weighted) losses and hits.
+    Returns the params, slots, guard, and a summary to read back in one transfer: the
+    summed (count-weighted) losses, the summed hits, and 1 if every step was finite.
     """
     placement = settings.model.placement
     xp = placement.xp
@@ -533,13 +545,14 @@ def _scan_epoch(settings: _Settings, params: list[Array], slots: list[list[Array
         return train(carry, Xb, Yb, w, lr, count), None
 
     carry = (params, slots, step, guard, zero, zero)
-    if indices.shape[0] == 1 and weights is None:  # one full batch, in order: no loop
-        carry = train(carry, X, Y, None, lrs[0], counts[0])
+    if indices is None:  # one full batch, in order (_EpochPlan.single): no loop, no gather
+        carry = train(carry, X, Y, None, lrs, counts)
     else:
         xs = (indices, lrs, counts) if weights is None else (indices, lrs, counts, weights)
         carry = placement.scan(body, carry, xs)[0]
     params, slots, _, guard, loss_sum, hit_sum = carry
-    return params, slots, guard, loss_sum, hit_sum
+    summary = xp.stack([loss_sum, hit_sum, xp.astype(guard[0], loss_sum.dtype)])
+    return params, slots, guard, summary
 
 
 def _tree_where(xp: Any, cond: Array, new: Any, old: Any) -> Any:
@@ -561,8 +574,10 @@ def _evaluation(settings: _Settings, params: list[Array], X: Array, Y: Array,
 def _hits(model: Sequential, out: Array, Y: Array, w: Array | None) -> Array:
     """How many samples ``out`` classifies as ``Y`` does (the sum of their weights)."""
     xp = model.xp
-    right = xp.astype(model.classes_of(out) == model.classes_of(Y), out.dtype)
-    return xp.sum(right) if w is None else xp.sum(right * w)
+    right = model.classes_of(out) == model.classes_of(Y)
+    if w is None:
+        return xp.astype(xp.count_nonzero(right), out.dtype)
+    return xp.sum(xp.where(right, w, 0.0))
 
 
 def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X: Array,

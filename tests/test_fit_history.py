@@ -97,3 +97,12 @@ def test_lines_go_to_the_stream_given():
     lines.update({"loss": 0.5})
     lines.update({"loss": 0.25})
     assert stream.getvalue() == "epoch 2/2 - loss 0.25\n"
+
+
+def test_training_leaves_torchs_thread_settings_alone():
+    torch = pytest.importorskip("torch")
+    before = (torch.get_num_threads(), torch.get_num_interop_threads())
+    X, Y = _data()
+    pm.fit(pm.MLP([2, 4, 2], seed=0, backend="torch"), X, Y, epochs=2, batch_size=30,
+           progress=False)
+    assert (torch.get_num_threads(), torch.get_num_interop_threads()) == before
