@@ -444,7 +444,7 @@ def run_info(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    print("(--device cpu and cpu:0 name the same device on every backend)")
+    print("(--device takes either spelling of a first device: cpu or cpu:0, cuda or cuda:0)")
     for note in notes:
         print(note)
     return 0
