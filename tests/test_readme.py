@@ -65,3 +65,17 @@ def test_readme_block_runs_on_its_own(line, code, tmp_path):
         if missing:
             pytest.skip(f"README.md line {line} needs {missing}, not installed here")
     assert result.returncode == 0, f"README.md line {line}:\n{result.stderr}"
+
+
+def test_only_a_missing_optional_library_skips_a_block():
+    def ending(line):
+        return f"Traceback (most recent call last):\n  File \"<string>\", line 1\n{line}\n"
+
+    assert absent(ending("ModuleNotFoundError: No module named 'no_such_lib'")) == "no_such_lib"
+    cupy_absent = None if importlib.util.find_spec("cupy") else "cupy"
+    assert absent(ending("portable_mlp._backend.BackendUnavailable: backend 'cupy' is not "
+                         "installed (No module named 'cupy'); try: ...")) == cupy_absent
+    # an installed library that fails, or any other error, fails the block
+    assert absent(ending("ModuleNotFoundError: No module named 'numpy'")) is None
+    assert absent(ending("NameError: name 'X' is not defined")) is None
+    assert absent("") is None
