@@ -25,7 +25,6 @@ from typing import Any, NoReturn
 
 import portable_mlp as pm
 from portable_mlp import _backend, _install
-from portable_mlp.train import shows_progress
 
 PROG = "portable-mlp"
 DATASETS = ("xor", "moons", "circles", "spirals")
@@ -345,21 +344,6 @@ class _Run:
             self.snapshots = self.plot.Snapshots(every=max(1, math.ceil(args.epochs /
                                                                         args.frames)))
 
-    def callbacks(self, bar: bool) -> list[Any]:
-        args, found = self.args, []
-        if not args.quiet and not bar:
-            every = max(1, args.epochs // 10)
-
-            def report(trainer: pm.Trainer, epoch: int, logs: dict[str, float]) -> None:
-                if (epoch + 1) % every == 0 or epoch == 0:
-                    print(f"epoch {epoch + 1:>6}  loss {logs['loss']:.6f}  "
-                          f"accuracy {logs['accuracy']:.3f}", flush=True)
-
-            found.append(report)
-        if self.snapshots is not None:
-            found.append(self.snapshots)
-        return found
-
     def train(self) -> dict[str, list[float]]:
         args = self.args
         if not args.quiet:
@@ -367,12 +351,14 @@ class _Run:
             if note:
                 print(f"{PROG}: {note}", file=sys.stderr, flush=True)
             print(f"training {self.title}", flush=True)
-        bar = shows_progress(not args.quiet)
+        # a bar on a terminal; elsewhere a line every tenth of the run; --quiet: neither
+        verbose = 0 if args.quiet else max(1, args.epochs // 10)
+        callbacks = [] if self.snapshots is None else [self.snapshots]
         start = time.perf_counter()
         with thread_limit(args.threads, self.model.backend):
-            history = self.trainer.fit(self.X, pm.one_hot(self.y, self.sizes[-1]),
-                                       epochs=args.epochs, batch_size=args.batch_size,
-                                       callbacks=self.callbacks(bar), progress=bar)
+            history = self.trainer.fit(self.X, self.y, epochs=args.epochs,
+                                       batch_size=args.batch_size, callbacks=callbacks,
+                                       progress=not args.quiet, verbose=verbose)
         seconds = time.perf_counter() - start
         print(f"final accuracy {history['accuracy'][-1]:.3f}  loss {history['loss'][-1]:.6f}  "
               f"({len(history['loss'])} epochs in {seconds:.2f} s)")

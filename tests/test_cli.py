@@ -52,7 +52,8 @@ def test_xor_default_learns_xor_and_prints_plain_lines_when_not_a_terminal():
     result = run("xor")
     assert result.returncode == 0, result.stderr
     assert "2-8-2 sigmoid MLP on XOR (300 points)" in result.stdout
-    assert re.search(r"^epoch +1000  loss \S+  accuracy \S+$", result.stdout, re.M)
+    assert re.search(r"^epoch 100/1000 - loss \S+ - accuracy \S+$", result.stdout, re.M)
+    assert re.search(r"^epoch 1000/1000 - loss \S+ - accuracy \S+$", result.stdout, re.M)
     assert final_accuracy(result.stdout) >= 0.99
     assert result.stderr == ""
 
@@ -85,7 +86,7 @@ def test_xor_shows_a_progress_bar_on_a_terminal():
     assert proc.wait(timeout=120) == 0
     out = b"".join(chunks).decode(errors="replace")
     assert "epoch/s" in out and "loss=" in out and "acc=" in out
-    assert not re.search(r"^epoch +\d+  loss", out, re.M)  # no plain lines beside the bar
+    assert not re.search(r"^epoch \d+/\d+ - loss", out, re.M)  # no plain lines beside the bar
     assert "final accuracy" in out
 
 
