@@ -234,8 +234,31 @@ def build_parser() -> _Parser:
                         help="pin BLAS/torch/XLA thread pools to this many threads")
     parser.add_argument("--keep-memory", action="store_true",
                         help="glibc keeps freed memory (mallopt): no page-fault noise")
+    parser.add_argument("--fit-configs", default="xor,digits,mnist",
+                        help="whole-training rows (benchmarks.fit): comma-separated xor, "
+                             "digits, mnist, or 'none' (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for report.json/png")
     return parser
+
+
+def fit_rows(configs: list[str], rows: list[str], rounds: int) -> list[dict[str, Any]]:
+    """The whole-training rows: ``pm.fit`` against the hand loop, per epoch, for the
+    backends among ``rows`` that benchmarks.fit knows (jax-jit is jax there)."""
+    from benchmarks import fit
+
+    backends = [b for b in fit.BACKENDS
+                if (b in rows or (b == "jax" and "jax-jit" in rows)) and fit.available(b) is None]
+    if not backends:
+        return []
+    if "jax" in backends:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # fit's xor trains in float64
+    found = []
+    for config in configs:
+        print(f"measuring fit {config} ...", file=sys.stderr, flush=True)
+        found += fit.measure(config, backends, rounds)
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
 
     configs = _names(args.configs, w.CONFIGS, "--configs", parser)
     rows = _names(args.backends, w.BACKEND_ROWS, "--backends", parser)
+    from benchmarks._fit_loops import FIT_CONFIGS
+
+    fit_configs = ([] if args.fit_configs == "none"
+                   else _names(args.fit_configs, FIT_CONFIGS, "--fit-configs", parser))
     if args.keep_memory and not _keep_memory():
         print("--keep-memory: mallopt is not available here; ignored", file=sys.stderr)
     results = []
@@ -263,14 +290,19 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             print(f"measuring {row} {config} ...", file=sys.stderr, flush=True)
             results.append(measure(row, config, args.rounds, args.sample_s))
+    fits = fit_rows(fit_configs, rows, args.rounds)
     text = table(results)
+    if fits:
+        from benchmarks import fit
+
+        text += "\n\nwhole training, per epoch (python -m benchmarks.fit):\n" + fit.table(fits)
     print(f"# python -m benchmarks.report {' '.join(argv if argv is not None else sys.argv[1:])}"
           f"\n# {started}, {os.cpu_count()} CPUs, {args.rounds} rounds, step times are medians\n")
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(
         {"started": started, "argv": argv if argv is not None else sys.argv[1:],
-         "results": results}, indent=1, default=str))
+         "results": results, "fit": fits}, indent=1, default=str))
     png = args.out / "report.png"
     png.unlink(missing_ok=True)  # never leave a chart of another run beside this JSON
     why_not = chart(results, png, f"portable_mlp training step vs hand-written and GEMM floor "

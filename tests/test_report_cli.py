@@ -23,6 +23,7 @@ def report(*args, cwd=ROOT):
     (["--backends", "nump"], "--backends: unknown 'nump'; expected a comma-separated list of "),
     (["--configs", "mnst"], "--configs: unknown 'mnst'"),
     (["--configs", ","], "--configs: no name given"),
+    (["--fit-configs", "digit"], "--fit-configs: unknown 'digit'"),
     (["--rounds", "0"], "--rounds: expected an integer >= 1, got '0'"),
     (["--sample-s", "nan"], "--sample-s: expected a finite number"),
     (["--threads", "-2"], "--threads: expected an integer >= 1"),
