@@ -12,6 +12,7 @@ comes back once (one array: ``[loss, *gradient]``).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -98,7 +99,8 @@ class _Objective:
         placement = self.model.placement
         xp = placement.xp
         params = _split(xp, placement.from_host(flat.astype(self.host_dtype)), self.shapes)
-        with placement.overflow_is_fine():
+        with warnings.catch_warnings():  # a non-finite loss is scipy's to handle, and ours
+            warnings.simplefilter("ignore", RuntimeWarning)  # to report: no float warnings
             value, grads = grad.loss_and_grads(self.model, params, self.X, self.Y, self.fn,
                                                self.l2, self.w)
             packed = xp.concat([xp.reshape(xp.asarray(value, dtype=placement.dtype_obj), (1,)),

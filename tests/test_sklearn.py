@@ -1,6 +1,5 @@
 """The scikit-learn estimators: scikit-learn's own estimator checks, and what users rely on."""
 
-import os
 import pickle
 import warnings
 
@@ -15,67 +14,16 @@ from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from portable_mlp import _backend  # noqa: E402
 from portable_mlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
-
-# scikit-learn's own test of its MLPs uses max_iter=100 and ignores ConvergenceWarning.
-CHECKED = [MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)]
-
-# Tests that pick their own backends run in the test sessions of numpy, torch and
-# array_api_strict (PORTABLE_MLP_BACKEND), not again in those of jax, dask or cupy.
-_REQUESTED = {b for b in os.environ.get("PORTABLE_MLP_BACKEND", "").split(",") if b}
-own_backends = pytest.mark.skipif(
-    bool(_REQUESTED) and not _REQUESTED & {"numpy", "torch", "array_api_strict"},
-    reason="runs in the numpy, torch and array_api_strict sessions")
-
-
-@own_backends
-@parametrize_with_checks(CHECKED)
-def test_sklearn_estimator_checks(estimator, check):
-    """Every check, the array API ones (torch, array_api_strict) included; no xfails."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        check(estimator)
-
-
-# The whole suite again with the model on torch, whatever the input: everything but the
-# array API checks (a fixed backend takes any input, so it does not declare array API support).
-ON_TORCH = [MLPClassifier(max_iter=100, backend="torch"),
-            MLPRegressor(max_iter=100, backend="torch")]
-
-
-@pytest.fixture
-def one_torch_thread():
-    """Tiny matrices: torch's thread pool only adds contention (10x slower on 2 busy cores)."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.mark.skipif(bool(_REQUESTED) and "torch" not in _REQUESTED,
-                    reason="runs in the torch session")
-@parametrize_with_checks(ON_TORCH)
-def test_sklearn_estimator_checks_on_torch(estimator, check, one_torch_thread):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        check(estimator)
-
+from sklearn_helpers import own_backends, quiet  # noqa: E402
 
 @pytest.fixture(scope="module")
 def blobs():
     X, y = make_classification(n_samples=120, n_features=6, n_informative=4, n_classes=3,
                                random_state=0)
     return X, np.array(["ant", "bee", "cat"])[y]
-
-
-def quiet(est, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return est.fit(*args, **kwargs)
 
 
 @own_backends
