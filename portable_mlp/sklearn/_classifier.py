@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -222,19 +223,12 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         return self._output(self._proba(out), keep)
 
     def predict_log_proba(self, X):
-        """The log of ``predict_proba``, computed from the logits (finite where the
-        probability rounds to 0)."""
+        """The log of ``predict_proba`` (-inf where a probability rounds to 0, as
+        scikit-learn's, without a warning)."""
         out, keep = self._logits(X, "predict_log_proba")
-        xp = self.placement_.xp
-        if self._kind == "multiclass":
-            shifted = out - xp.max(out, axis=1, keepdims=True)
-            return self._output(shifted - xp.log(xp.sum(xp.exp(shifted), axis=1,
-                                                         keepdims=True)), keep)
-        soft = xp.log1p(xp.exp(-xp.abs(out)))  # log(1 + exp(z)) = max(z, 0) + soft
-        log_p = -(xp.maximum(-out, 0.0) + soft)
-        if self._kind == "binary":
-            log_p = xp.concat([-(xp.maximum(out, 0.0) + soft), log_p], axis=1)
-        return self._output(log_p, keep)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return self._output(self.placement_.xp.log(self._proba(out)), keep)
 
     def _proba(self, out: Array) -> Array:
         xp = self.placement_.xp
