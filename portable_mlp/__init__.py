@@ -10,8 +10,8 @@ from portable_mlp.callbacks import Callback, EarlyStopping, LambdaCallback
 from portable_mlp.checkpoint import Checkpoint, load, load_optimizer, save
 from portable_mlp.encoding import one_hot
 from portable_mlp.grad import GradcheckError, gradcheck, value_and_grad
-from portable_mlp.lbfgs import LBFGS
 from portable_mlp.layers import Identity, Linear, Piece, ReLU, Sigmoid, Softmax, Tanh
+from portable_mlp.lbfgs import LBFGS
 from portable_mlp.model import MLP, Sequential
 from portable_mlp.optim import SGD, Adam, Optimizer
 from portable_mlp.train import DivergenceError, Trainer, TrainingInterrupted, fit, train_step

@@ -14,10 +14,11 @@ from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn_helpers import own_backends, quiet  # noqa: E402
 
 from portable_mlp import _backend  # noqa: E402
 from portable_mlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
-from sklearn_helpers import own_backends, quiet  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def blobs():

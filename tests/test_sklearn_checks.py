@@ -8,14 +8,14 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from sklearn.exceptions import ConvergenceWarning  # noqa: E402
-from sklearn.neural_network import MLPClassifier as SkClassifier  # noqa: E402
-from sklearn.neural_network import MLPRegressor as SkRegressor  # noqa: E402
-from sklearn.utils._param_validation import StrOptions, make_constraint  # noqa: E402
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPClassifier as SkClassifier
+from sklearn.neural_network import MLPRegressor as SkRegressor
+from sklearn.utils._param_validation import StrOptions, make_constraint
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn_helpers import own_backends, torch_session
 
-from portable_mlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
-from sklearn_helpers import own_backends, torch_session  # noqa: E402
+from portable_mlp.sklearn import MLPClassifier, MLPRegressor
 
 SOLVERS = ("adam", "sgd", "lbfgs")
 # scikit-learn's own test of its MLPs uses max_iter=100 and ignores ConvergenceWarning.

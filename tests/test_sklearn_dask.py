@@ -42,7 +42,7 @@ def no_gather(monkeypatch):
 
 
 def _lazy(*arrays):
-    return [da.from_array(a, chunks=(N // 4,) + a.shape[1:]) for a in arrays]
+    return [da.from_array(a, chunks=(N // 4, *a.shape[1:])) for a in arrays]
 
 
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])

@@ -7,16 +7,16 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from sklearn.datasets import load_digits, load_iris, make_regression  # noqa: E402
-from sklearn.exceptions import ConvergenceWarning  # noqa: E402
-from sklearn.neural_network import MLPClassifier as SkClassifier  # noqa: E402
-from sklearn.neural_network import MLPRegressor as SkRegressor  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.datasets import load_digits, load_iris, make_regression
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPClassifier as SkClassifier
+from sklearn.neural_network import MLPRegressor as SkRegressor
+from sklearn.preprocessing import StandardScaler
+from sklearn_helpers import numpy_session, quiet
 
-import portable_mlp as pm  # noqa: E402
-from portable_mlp import _backend  # noqa: E402
-from portable_mlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
-from sklearn_helpers import numpy_session, quiet  # noqa: E402
+import portable_mlp as pm
+from portable_mlp import _backend
+from portable_mlp.sklearn import MLPClassifier, MLPRegressor
 
 
 def _regression():
@@ -145,7 +145,7 @@ def test_lbfgs_sends_one_vector_each_way_per_evaluation(backend, monkeypatch):
 
 
 def test_lbfgs_divergence_keeps_the_model():
-    X, y = pm.datasets.xor(n=50, seed=0)
+    X, _ = pm.datasets.xor(n=50, seed=0)
     model = pm.MLP([2, 4, 1], activation="relu", output="identity", seed=0)
     before = model.host_params()
     with pytest.raises(pm.DivergenceError):

@@ -1,5 +1,6 @@
 """MLPRegressor(loss="poisson") and pm.losses.poisson: scikit-learn's loss, exp link."""
 
+import re
 import warnings
 
 import numpy as np
@@ -7,14 +8,14 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from sklearn.exceptions import ConvergenceWarning  # noqa: E402
-from sklearn.neural_network import MLPRegressor as SkRegressor  # noqa: E402
-from sklearn.neural_network._base import poisson_loss  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPRegressor as SkRegressor
+from sklearn.neural_network._base import poisson_loss
+from sklearn_helpers import numpy_session, own_backends, quiet
 
-import portable_mlp as pm  # noqa: E402
-from portable_mlp import _backend, losses  # noqa: E402
-from portable_mlp.sklearn import MLPRegressor  # noqa: E402
-from sklearn_helpers import numpy_session, own_backends, quiet  # noqa: E402
+import portable_mlp as pm
+from portable_mlp import _backend, losses
+from portable_mlp.sklearn import MLPRegressor
 
 
 def _counts(n=200, seed=0):
@@ -48,8 +49,8 @@ def test_negative_targets_are_refused_with_scikit_learns_message(backend):
     est = quiet(MLPRegressor(loss="poisson", hidden_layer_sizes=(4,), max_iter=3, backend=backend,
                              random_state=0, warm_start=True), X, y)
     before = [_backend.to_host(p).copy() for p in est.coefs_]
-    with pytest.raises(ValueError, match="Some value\\(s\\) of y are negative which is not "
-                                         "allowed for Poisson regression."):
+    with pytest.raises(ValueError, match=re.escape("Some value(s) of y are negative which is "
+                                                   "not allowed for Poisson regression.")):
         est.fit(X, y - 1.0)
     for p, q in zip(est.coefs_, before):
         np.testing.assert_array_equal(_backend.to_host(p), q)

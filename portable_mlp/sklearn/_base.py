@@ -10,6 +10,7 @@ leaves a fitted estimator as it was), where the model lives, the first weights
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import numbers
 from typing import Any
@@ -77,8 +78,15 @@ class BaseMLP(BaseEstimator):
             setattr(self, name, value)
 
     # --- what subclasses give ---------------------------------------------
-    _loss: str            # portable_mlp's loss name
-    _out_activation: str  # scikit-learn's out_activation_
+    @property
+    def _loss(self) -> str:
+        """portable_mlp's name of the loss."""
+        raise NotImplementedError
+
+    @property
+    def _out_activation(self) -> str:
+        """scikit-learn's ``out_activation_``."""
+        raise NotImplementedError
 
     def _encode(self, y: Any, first: bool, incremental: bool,
                 classes: np.ndarray | None = None) -> Array:
@@ -117,7 +125,7 @@ class BaseMLP(BaseEstimator):
         params = set(self._get_param_names())
         for key in [k for k in vars(self) if k not in params]:
             delattr(self, key)
-        vars(self).update(state)
+        self.__dict__.update(state)
 
     def _fit_unguarded(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
                        classes: np.ndarray | None) -> None:
@@ -365,7 +373,7 @@ def _glorot(random_state: np.random.RandomState, units: list[int],
     as scikit-learn's MLPs."""
     factor = 2.0 if activation == "logistic" else 6.0
     params = []
-    for fan_in, fan_out in zip(units[:-1], units[1:]):
+    for fan_in, fan_out in itertools.pairwise(units):
         bound = math.sqrt(factor / (fan_in + fan_out))
         params.append(random_state.uniform(-bound, bound, (fan_in, fan_out)))
         params.append(random_state.uniform(-bound, bound, fan_out))
