@@ -160,7 +160,7 @@ class BaseMLP(BaseEstimator):
         return sample_weight
 
     def _validate_train(self, X: Any, y: Any, reset: bool) -> tuple[Array, Any]:
-        if self._keeps_dask(X):
+        if self._keeps_dask(X, first=reset):
             return self._validate_dask(X, reset), self._dask_targets(y, X.shape[0])
         xp, _ = _namespace(X)
         X, y = validate_data(self, X, y, reset=reset, accept_sparse=["csr", "csc"],
@@ -170,10 +170,10 @@ class BaseMLP(BaseEstimator):
             y = column_or_1d(y, warn=True)
         return _dense(X), y
 
-    def _keeps_dask(self, X: Any) -> bool:
-        """Whether ``X`` is a dask array for a dask model: it then stays lazy (no gather)."""
-        backend = getattr(self, "placement_", None)
-        name = backend.backend if backend is not None else self.backend
+    def _keeps_dask(self, X: Any, first: bool = False) -> bool:
+        """Whether ``X`` is a dask array for a dask model (the one a first fit builds, or
+        the fitted one): it then stays lazy, never gathered."""
+        name = self.backend if first else self.placement_.backend
         return name == "dask" and _is_dask(X)
 
     def _validate_dask(self, X: Array, reset: bool) -> Array:
