@@ -14,6 +14,8 @@ own_backends = pytest.mark.skipif(
     reason="runs in the numpy, torch and array_api_strict sessions")
 torch_session = pytest.mark.skipif(bool(REQUESTED) and "torch" not in REQUESTED,
                                    reason="runs in the torch session")
+dask_session = pytest.mark.skipif(bool(REQUESTED) and "dask" not in REQUESTED,
+                                  reason="runs in the dask session")
 numpy_session = pytest.mark.skipif(bool(REQUESTED) and "numpy" not in REQUESTED,
                                    reason="runs in the numpy session")
 

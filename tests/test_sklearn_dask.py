@@ -18,6 +18,7 @@ from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from portable_mlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 N = 240  # rows: any computed array this long is a gather
+pytestmark = dask_session
 
 
 @pytest.fixture
