@@ -14,9 +14,9 @@ da = pytest.importorskip("dask.array")
 
 from sklearn.datasets import make_classification, make_regression  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn_helpers import dask_session  # noqa: E402
 
 from portable_mlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
-from sklearn_helpers import dask_session  # noqa: E402
 
 N = 240  # rows: any computed array this long is a gather
 pytestmark = dask_session
