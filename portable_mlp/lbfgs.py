@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from portable_mlp import _backend, grad, validation
+from portable_mlp import _backend, grad, losses, validation
 from portable_mlp.train import DivergenceError
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class LBFGS:
         l2 = validation.non_negative("l2", l2)
         Xd = validation.features(model, X, check_values=True)
         Yd = validation.targets(model, Y, Xd.shape[0], check_values=True)
+        losses.check_targets(loss, model.xp, Yd)
         w = validation.sample_weights(model, sample_weight, Xd.shape[0])
         placed = model.placement.materialize([a for a in (Xd, Yd, w) if a is not None])
         Xd, Yd = placed[0], placed[1]

@@ -74,13 +74,15 @@ def poisson(ops: Ops, z: Array, y: Array, w: Array | None = None) -> tuple[Array
 
     ``y * log(y / exp(z)) - y + exp(z)`` per entry (``0 * log 0`` is 0), as
     scikit-learn's ``poisson_loss``: 0 where ``exp(z) == y``. Needs ``y >= 0``
-    (``check_targets``).
+    (``check_targets`` says so up front; a negative target makes the value NaN).
     """
     xp = ops.xp
     scale = 1.0 / z.shape[0] if w is None else w
     mean = xp.exp(z)
     positive = y > 0.0
-    y_log_y = xp.where(positive, y * xp.log(xp.where(positive, y, 1.0)), 0.0)
+    # y log y: 0 at y = 0, NaN below (outside the loss's domain: never a silent fit)
+    y_log_y = xp.where(positive, y * xp.log(xp.where(positive, y, 1.0)),
+                       xp.where(y < 0.0, y * xp.nan, 0.0))
     terms = y_log_y - y * z - y + mean
     value = xp.sum(terms) * scale if w is None else xp.sum(terms * w)
     delta = mean - y

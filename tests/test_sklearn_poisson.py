@@ -83,3 +83,14 @@ def test_poisson_fits_counts_better_than_their_mean():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.set_params(early_stopping=True, solver="adam").fit(X, y)
     assert np.isfinite(est.validation_scores_).all()
+
+
+def test_negative_targets_never_train_silently(backend):
+    """pm.LBFGS refuses them up front; a Trainer step gets a NaN loss and stops."""
+    X, y = _counts(40)
+    Y = (y - 2.0)[:, None]
+    model = pm.MLP([4, 3, 1], activation="tanh", output="identity", seed=0, backend=backend)
+    with pytest.raises(ValueError, match="negative"):
+        pm.LBFGS(max_iter=3).minimize(model, X, Y, loss="poisson")
+    with pytest.raises(pm.DivergenceError):
+        pm.fit(model, X, Y, loss="poisson", optimizer=pm.Adam(), epochs=2, progress=False)
