@@ -236,3 +236,13 @@ def test_a_diverging_candidate_scores_in_a_grid_search():
         warnings.simplefilter("ignore", ConvergenceWarning)
         grid.fit(X, y / 10.0)
     assert grid.best_params_ == {"learning_rate_init": 1e-3}
+
+
+def test_stratified_split_errors_name_the_users_labels():
+    """scikit-learn names the encoded value ('True'); we name the class."""
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    y = np.array(["ant"] * 19 + ["bee"])
+    est = MLPClassifier((3,), early_stopping=True, max_iter=2)
+    with pytest.raises(ValueError, match=re.escape("Classes with too few members are: ['bee']")):
+        est.fit(X, y)
+    assert not hasattr(est, "model_") and not hasattr(est, "classes_")
