@@ -97,3 +97,26 @@ def test_scikit_learn_params_rebuild_our_estimator(ours, theirs):
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(X, y)
     assert est.n_iter_ <= 5 and [c.shape for c in est.coefs_] == [(3, 3), (3, 2), (2, 1)]
+
+
+@pytest.mark.parametrize("ours, theirs", PAIRS)
+@pytest.mark.parametrize("solver, early_stopping", [
+    ("adam", False), ("sgd", True), ("lbfgs", False)])
+def test_every_fitted_attribute_of_scikit_learns_is_ours_too(ours, theirs, solver,
+                                                              early_stopping):
+    """The public fitted attributes a scikit-learn fit sets (those of the installed
+    release) exist here after the same fit, with the same values where they are counts."""
+    X = np.random.default_rng(0).standard_normal((60, 3))
+    y = (X[:, 0] > 0).astype(int)
+    kwargs = dict(hidden_layer_sizes=(4,), solver=solver, early_stopping=early_stopping,
+                  max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sk, mine = theirs(**kwargs).fit(X, y), ours(**kwargs).fit(X, y)
+    public = [k for k in vars(sk) if k.endswith("_") and not k.startswith("_")]
+    assert {"coefs_", "intercepts_", "n_iter_"} <= set(public)
+    for name in public:
+        assert hasattr(mine, name), name
+    for name in ("n_iter_", "n_layers_", "n_outputs_", "out_activation_", "t_",
+                 "n_features_in_"):
+        assert getattr(mine, name) == getattr(sk, name), name
