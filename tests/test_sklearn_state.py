@@ -3,8 +3,10 @@ partial_fit class checks, divergence (with and without early stopping), and fail
 which leave the estimator as it was."""
 
 import copy
+import os
 import pickle
 import re
+import signal
 import warnings
 
 import numpy as np
@@ -19,7 +21,7 @@ from sklearn.neural_network import MLPClassifier as SkClassifier
 from sklearn_helpers import numpy_session, own_backends, quiet
 
 from portable_mlp import _backend
-from portable_mlp.sklearn import MLPClassifier, MLPRegressor
+from portable_mlp.sklearn import MLPClassifier, MLPRegressor, _stochastic
 
 NON_FINITE = "Solver produced non-finite parameter weights."
 
@@ -246,3 +248,29 @@ def test_stratified_split_errors_name_the_users_labels():
     with pytest.raises(ValueError, match=re.escape("Classes with too few members are: ['bee']")):
         est.fit(X, y)
     assert not hasattr(est, "model_") and not hasattr(est, "classes_")
+
+
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler (a background shell may start jobs ignoring SIGINT)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@own_backends
+def test_ctrl_c_keeps_the_epochs_trained_as_scikit_learn(default_sigint, monkeypatch, blobs):
+    X, y = blobs
+    real = _stochastic._Epochs.on_epoch_end
+
+    def press_ctrl_c(self, trainer, epoch, logs):
+        real(self, trainer, epoch, logs)
+        if epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(_stochastic._Epochs, "on_epoch_end", press_ctrl_c)
+    est = MLPClassifier((5,), max_iter=50, random_state=0)
+    with pytest.warns(UserWarning, match="Training interrupted by user."):
+        est.fit(X, y)
+    assert est.n_iter_ == len(est.loss_curve_) == 3
+    assert est.predict(X).shape == (len(y),)

@@ -7,6 +7,9 @@ call). With early stopping it stops, as scikit-learn does since 1.6: the weights
 the best validation score are restored, NaN is recorded for the diverged epoch, and
 a ConvergenceWarning says so. That way one diverging candidate of a grid search
 scores (badly) instead of crashing the search.
+
+Ctrl-C during a fit stops at a step boundary, warns and keeps the epochs trained so
+far (the best ones, with early stopping), as scikit-learn does.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from sklearn.model_selection import train_test_split
 from portable_mlp import _backend
 from portable_mlp.callbacks import Callback
 from portable_mlp.optim import SGD, Adam
-from portable_mlp.train import DivergenceError, Trainer
+from portable_mlp.train import DivergenceError, Trainer, TrainingInterrupted
 
 Array = Any
 
@@ -58,6 +61,9 @@ def fit(est: Any, X: Array, Y: Array, w: Array | None, y: Any, first: bool,
         if val is None:
             raise ValueError(f"{NON_FINITE}{_PREPROCESS} ({exc})") from exc
         tracker.stop_diverged()
+    except TrainingInterrupted:  # Ctrl-C: as scikit-learn, keep what was trained
+        warnings.warn("Training interrupted by user.", stacklevel=4)
+        tracker.on_train_end(est._trainer)
     if (not incremental and not tracker.converged and not tracker.diverged
             and est.n_iter_ == est.max_iter):
         warnings.warn(f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) reached and "
