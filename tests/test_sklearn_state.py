@@ -105,6 +105,12 @@ def test_in_place_changes_reach_the_model(blobs):
     est.coefs_[1][...] = 0.0  # NumPy arrays are writable: the model's own array changes
     est.intercepts_[1][...] = [0.0, 3.0, 0.0]
     assert (est.predict(X) == "bee").all()
+    old = est.coefs_
+    est.partial_fit(X, y)  # the model gets new arrays
+    trained = _backend.to_host(est.coefs_[0]).copy()
+    old[1] = np.zeros((5, 3))  # an item set through an older list reaches the model, alone
+    np.testing.assert_array_equal(_backend.to_host(est.coefs_[0]), trained)
+    np.testing.assert_array_equal(_backend.to_host(est.coefs_[1]), 0.0)
     copied = copy.deepcopy(est.coefs_)
     assert type(copied) is list and type(pickle.loads(pickle.dumps(est.coefs_))) is list
 

@@ -31,7 +31,7 @@ class LayerList(list):
         self._est, self._which = est, which
 
     def __setitem__(self, index: Any, value: Any) -> None:
-        items = list(self)
+        items = list(self._est.model_.params[self._which::2])  # the model's now, not ours
         items[index] = value
         set_layers(self._est, self._which, items)
         super().__init__(self._est.model_.params[self._which::2])
