@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from portable_mlp import _backend, grad, optim, validation
+from portable_mlp import _backend, batches, grad, optim, validation
 from portable_mlp.callbacks import as_callbacks
 
 if TYPE_CHECKING:
@@ -275,32 +275,19 @@ class Trainer:
                rng: np.random.Generator, val: tuple[Array, Array] | None,
                w: Array | None = None, w_host: np.ndarray | None = None,
                epoch_loss: str = "evaluate") -> dict[str, float] | None:
-        xp, n = self.model.xp, X.shape[0]
+        n = X.shape[0]
         if batch_size is None or batch_size >= n:
             total, seen = self._step(X, Y, w), 1.0
         else:
-            starts = list(range(0, n, batch_size))
-            if shuffle:
-                permutation = rng.permutation(n)
-                order = self.model.placement.indices(permutation)
-                X, Y = xp.take(X, order, axis=0), xp.take(Y, order, axis=0)
-                if w_host is not None:
-                    w, w_host = xp.take(w, order, axis=0), w_host[permutation]
-            # what each batch counts for in the epoch: its size, or its weight; a batch of
-            # zero weight holds no sample in effect and is skipped (its mean would be 0/0)
-            counts = (np.diff([*starts, n]) if w_host is None
-                      else np.add.reduceat(w_host, starts, dtype=np.float64))
-            total, seen = 0.0, float(np.sum(counts))
-            for start, count in zip(starts, counts):
+            total, seen = 0.0, 0.0
+            for Xb, Yb, wb, count in batches.minibatches(self.model.placement, X, Y, w, w_host,
+                                                         batch_size, shuffle, rng):
                 if self._interrupted:
                     return None
-                if count == 0:
-                    continue
-                stop = min(start + batch_size, n)  # out-of-bounds stops are not standard
-                loss = self._step(X[start:stop, ...], Y[start:stop, ...],
-                                  None if w is None else w[start:stop])
+                seen += count
+                loss = self._step(Xb, Yb, wb)
                 if epoch_loss == "steps":
-                    total = total + loss * float(count)
+                    total = total + loss * count
         if epoch_loss == "steps":  # the mean of the batch losses, weighted as their batches
             logs = {"loss": float(_backend.to_host(total)) / seen}
         else:
