@@ -422,7 +422,8 @@ CUT_LINEAGE_EVERY = 10
 
 
 class WorkerLostError(RuntimeError):
-    """A Dask worker died holding data that the cluster cannot recompute."""
+    """A Dask worker died holding results that the cluster cannot recompute; the model
+    cannot go on from them (its parameters may be among them)."""
 
 
 def dask_client() -> Any:
@@ -464,10 +465,11 @@ def _dask_compute(*arrays: Any) -> tuple[Any, ...]:
         if type(exc).__name__ not in ("FutureCancelledError", "CancelledError"):
             raise
         raise WorkerLostError(
-            f"a Dask worker died holding data the cluster cannot recompute ({exc}). Data "
-            "scattered from this process (host arrays given to fit) has no lineage; load it "
-            "with dask (dask.array, dask.dataframe.read_parquet, ...) so that a lost block is "
-            "recomputed, or resume from a checkpoint (pm.save)") from exc
+            f"a Dask worker died holding results that the cluster cannot recompute ({exc}): "
+            "the parameters of a recent step (between lineage cuts they live on one worker "
+            "only), or data scattered from this process, which has no lineage. Load the data "
+            "with dask (dask.array, dask.dataframe.read_parquet, ...) so that lost blocks are "
+            "recomputed, and resume training from a checkpoint (pm.Checkpoint, pm.load)") from exc
 
 
 def _dask_persist_rows(X: Any, others: list[Any]) -> list[Any]:
