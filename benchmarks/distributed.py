@@ -5,6 +5,7 @@ the client per step.
     python -m benchmarks.distributed                      # N = 1e4, 1e5, 2e5, 4e5
     python -m benchmarks.distributed --sizes 10000,1000000 --epochs 2
     python -m benchmarks.distributed --parity-only        # the float64 parity check alone
+    python -m benchmarks.distributed --sizes 400000 --profile 400000   # where a step goes
 
 Each configuration trains the same network (64-128-2 relu, softmax cross-entropy, SGD,
 float32) full batch on X of N x 64 in 4 row blocks. On the cluster, X is made on the
@@ -12,7 +13,9 @@ workers (``dask.array.random``), as data read with Dask would be; NumPy and the 
 scheduler get the same values in memory. An epoch is one step plus the read of its loss
 (``fit(..., epoch_loss="steps")``): the time is the mean over ``--epochs`` after one
 warm-up epoch. "tasks/step" counts the tasks run (worker task counters on the cluster, a
-scheduler callback on threads); "client B/step" the bytes the client gathered. The run also
+scheduler callback on threads); "client B/step" the bytes the client gathered. BLAS runs
+one thread per process unless ``--blas-threads`` says otherwise, so NumPy uses one core,
+and the threaded scheduler (two threads) and the cluster (two workers) two. The run also
 checks float64 parity (a cluster fit and a NumPy fit, 100 full-batch steps, same seed and
 data) and counts Dask's large-graph warnings.
 """
@@ -124,6 +127,40 @@ def run_threaded(Xh: np.ndarray, Yh: np.ndarray, epochs: int) -> dict[str, float
     return {"seconds": seconds, "tasks_per_step": seen[0] / (epochs + 1)}
 
 
+def profile(client: Any, n: int, steps: int = 3) -> dict[str, float]:
+    """Where a cluster step's time goes: building its graph on the client, the tasks'
+    compute on the workers, the transfers between them, and the rest (the scheduler,
+    latency, idle workers), per step, from the client's clock and Dask's task stream."""
+    import distributed
+
+    X, Y = _dask_data(n, "float32")
+    model = _model("dask", "float32")
+    X, Y = model.placement.persist_rows(X, Y)
+    trainer = pm.Trainer(model, loss="cross_entropy", optimizer=pm.SGD(lr=0.1, momentum=0.9))
+    trainer.step(X, Y)
+    pm._backend.to_host(model.params[0])
+    build = 0.0
+    with distributed.get_task_stream(client) as stream:
+        start = time.perf_counter()
+        for _ in range(steps):
+            begin = time.perf_counter()
+            trainer.step(X, Y)
+            build += time.perf_counter() - begin
+            pm._backend.to_host(model.params[0])  # one step at a time, as fit's epochs run
+        wall = time.perf_counter() - start
+    compute = transfer = 0.0
+    for task in stream.data:
+        for part in task["startstops"]:
+            span = part["stop"] - part["start"]
+            if part["action"] == "compute":
+                compute += span
+            elif part["action"] == "transfer":
+                transfer += span
+    return {"wall_s": wall / steps, "graph_build_s": build / steps,
+            "worker_compute_s": compute / steps, "transfer_s": transfer / steps,
+            "tasks": len(stream.data) / steps}
+
+
 def parity(client: Any, n: int, steps: int = 100) -> float:
     """The largest difference between the parameters of a float64 cluster fit and a NumPy
     fit: same seed, same data, ``steps`` full-batch steps."""
@@ -145,13 +182,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per configuration")
     parser.add_argument("--parity-rows", type=int, default=10000)
     parser.add_argument("--parity-only", action="store_true")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also break a cluster step down on N rows (0: no)")
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="BLAS threads per process, here and on the workers (default 1: "
+                             "on a shared machine, more stall; 0 leaves them as they are)")
     parser.add_argument("--out", default="benchmarks/results/distributed.json")
     args = parser.parse_args(argv)
     import dask
     import distributed
 
+    if args.blas_threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=args.blas_threads)
+        dask.config.set({f"distributed.nanny.pre-spawn-environ.{var}": args.blas_threads
+                         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                     "MKL_NUM_THREADS")})
+
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     rows: list[dict[str, Any]] = []
+    spent: dict[str, float] = {}
     with warnings.catch_warnings(record=True) as caught, \
             distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                      dashboard_address=None) as cluster, \
@@ -172,12 +223,16 @@ def main(argv: list[str] | None = None) -> None:
                          "cluster_tasks_per_step": cluster_row["tasks_per_step"],
                          "client_bytes_per_step": cluster_row["client_bytes_per_step"]})
             _print(rows[-1])
+        if args.profile:
+            spent = profile(client, args.profile)
+            print(f"cluster step on N={args.profile:,}, per step: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in spent.items()))
     large = [w for w in caught if "large graph" in str(w.message).lower()]
     print(f"large-graph warnings: {len(large)}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"parity_max_abs_diff": max_diff, "large_graph_warnings":
-                               len(large), "rows": rows}, indent=2))
+                               len(large), "rows": rows, "profile": spent}, indent=2))
     print(f"wrote {out}")
 
 

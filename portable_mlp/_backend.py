@@ -17,7 +17,7 @@ import functools
 import importlib
 import operator
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -487,14 +487,14 @@ def _dask_persist_rows(X: Any, others: list[Any]) -> list[Any]:
 
 
 def _dask_shuffled_blocks(arrays: list[Any], order: np.ndarray,
-                          states: list[dict[str, Any]], kind: type) -> list[Any]:
+                          states: list[Mapping[str, Any]], kind: type) -> list[Any]:
     """The row blocks of each array in ``order``, block ``order[i]``'s rows permuted by a
     ``Generator(kind(...))`` in state ``states[i]``; persisted. Each block is permuted on
     the worker that holds it: only the generator states (a few bytes) enter the graph."""
     import dask
     import dask.array as da
 
-    out = []
+    out: list[Any] = []
     for a in arrays:
         if a is None:
             out.append(None)
@@ -506,7 +506,7 @@ def _dask_shuffled_blocks(arrays: list[Any], order: np.ndarray,
     return [None if a is None else next(present) for a in out]
 
 
-def _permuted_rows(block: np.ndarray, kind: type, state: dict[str, Any]) -> np.ndarray:
+def _permuted_rows(block: np.ndarray, kind: type, state: Mapping[str, Any]) -> np.ndarray:
     bits = kind()
     bits.state = state
     return block[np.random.Generator(bits).permutation(block.shape[0])]
@@ -607,7 +607,7 @@ class Placement:
         return tuple(x.chunks[0]) if self.backend == "dask" else None
 
     def shuffled_blocks(self, arrays: list[Array | None], order: np.ndarray,
-                        states: list[dict[str, Any]], kind: type) -> list[Array | None]:
+                        states: list[Mapping[str, Any]], kind: type) -> list[Array | None]:
         """Each array's row blocks in ``order``, each block's rows permuted where it lies
         by ``np.random.Generator(kind())`` set to the matching state of ``states``."""
         return _dask_shuffled_blocks(arrays, order, states, kind)

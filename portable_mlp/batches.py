@@ -52,13 +52,14 @@ def _total(n: int, w_host: np.ndarray | None) -> float:
     return float(n) if w_host is None else float(np.sum(w_host, dtype=np.float64))
 
 
-def _shuffled(placement: Placement, arrays: list[Array | None], rng: np.random.Generator
+def _shuffled(placement: Placement, arrays: list[Array], rng: np.random.Generator
               ) -> tuple[list[Array | None], np.ndarray]:
-    """``arrays`` with their rows in a new order drawn from ``rng``, and that order as
-    host indices (for the host's copy of the sample weights)."""
-    blocks = placement.row_blocks(arrays[0])
+    """``arrays`` (X first) with their rows in a new order drawn from ``rng``, and that
+    order as host indices (for the host's copy of the sample weights)."""
+    X = arrays[0]
+    blocks = placement.row_blocks(X)
     if blocks is None:
-        permutation = rng.permutation(arrays[0].shape[0])
+        permutation = rng.permutation(X.shape[0])
         order = placement.indices(permutation)
         xp = placement.xp
         return [None if a is None else xp.take(a, order, axis=0) for a in arrays], permutation

@@ -39,7 +39,7 @@ def _numpy_reference(X, Y, w, shuffle, seed):
 
 def _batches(placement, X, Y, w, shuffle, seed, batch_size=BATCH):
     place = placement.from_host
-    return [tuple(_backend.to_host(a) if a is not None else None for a in (Xb, Yb, wb)) + (c,)
+    return [(*(None if a is None else _backend.to_host(a) for a in (Xb, Yb, wb)), c)
             for Xb, Yb, wb, c in minibatches(placement, place(X), place(Y), place(w), w,
                                              batch_size, shuffle, np.random.default_rng(seed))]
 
