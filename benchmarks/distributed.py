@@ -5,7 +5,7 @@ the client per step.
     python -m benchmarks.distributed                      # N = 1e4, 1e5, 2e5, 4e5
     python -m benchmarks.distributed --sizes 10000,1000000 --epochs 2
     python -m benchmarks.distributed --parity-only        # the float64 parity check alone
-    python -m benchmarks.distributed --sizes 400000 --profile 400000   # where a step goes
+    python -m benchmarks.distributed --sizes 400000 --parity-rows 0 --profile 400000
 
 Each configuration trains the same network (64-128-2 relu, softmax cross-entropy, SGD,
 float32) full batch on X of N x 64 in 4 row blocks. On the cluster, X is made on the
@@ -127,38 +127,45 @@ def run_threaded(Xh: np.ndarray, Yh: np.ndarray, epochs: int) -> dict[str, float
     return {"seconds": seconds, "tasks_per_step": seen[0] / (epochs + 1)}
 
 
-def profile(client: Any, n: int, steps: int = 3) -> dict[str, float]:
-    """Where a cluster step's time goes: building its graph on the client, the tasks'
-    compute on the workers, the transfers between them, and the rest (the scheduler,
-    latency, idle workers), per step, from the client's clock and Dask's task stream."""
+def profile(client: Any, n: int, epochs: int = 3) -> dict[str, Any]:
+    """Where a cluster epoch's time goes: the tasks' compute on the workers, the transfers
+    between them (in total and by the three task groups that transfer most), the rest
+    (the scheduler, latency, idle workers), and, timed apart, building a step's graph on
+    the client; per epoch (one full-batch step), from Dask's task stream."""
     import distributed
 
     X, Y = _dask_data(n, "float32")
     model = _model("dask", "float32")
     X, Y = model.placement.persist_rows(X, Y)
     trainer = pm.Trainer(model, loss="cross_entropy", optimizer=pm.SGD(lr=0.1, momentum=0.9))
-    trainer.step(X, Y)
-    pm._backend.to_host(model.params[0])
-    build = 0.0
+    trainer.fit(X, Y, epochs=1, progress=False, epoch_loss="steps")
     with distributed.get_task_stream(client) as stream:
         start = time.perf_counter()
-        for _ in range(steps):
-            begin = time.perf_counter()
-            trainer.step(X, Y)
-            build += time.perf_counter() - begin
-            pm._backend.to_host(model.params[0])  # one step at a time, as fit's epochs run
+        trainer.fit(X, Y, epochs=epochs, progress=False, epoch_loss="steps")
         wall = time.perf_counter() - start
-    compute = transfer = 0.0
+    build = 0.0
+    for _ in range(epochs):
+        begin = time.perf_counter()
+        trainer.step(X, Y)
+        build += time.perf_counter() - begin
+        pm._backend.to_host(model.params[0])
+    compute, transfer = 0.0, 0.0
+    by_group: dict[str, float] = {}
     for task in stream.data:
+        key = task["key"][0] if isinstance(task["key"], tuple) else task["key"]
+        group = str(key).rsplit("-", 1)[0]
         for part in task["startstops"]:
             span = part["stop"] - part["start"]
             if part["action"] == "compute":
                 compute += span
             elif part["action"] == "transfer":
                 transfer += span
-    return {"wall_s": wall / steps, "graph_build_s": build / steps,
-            "worker_compute_s": compute / steps, "transfer_s": transfer / steps,
-            "tasks": len(stream.data) / steps}
+                by_group[group] = by_group.get(group, 0.0) + span
+    top = sorted(by_group.items(), key=lambda kv: -kv[1])[:3]
+    return {"wall_s": wall / epochs, "graph_build_s": build / epochs,
+            "worker_compute_s": compute / epochs, "transfer_s": transfer / epochs,
+            "tasks": len(stream.data) / epochs,
+            "transfer_by_group_s": {g: t / epochs for g, t in top}}
 
 
 def parity(client: Any, n: int, steps: int = 100) -> float:
@@ -180,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="10000,100000,200000,400000",
                         help="rows N, comma-separated (add 1000000 on a machine with the time)")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per configuration")
-    parser.add_argument("--parity-rows", type=int, default=10000)
+    parser.add_argument("--parity-rows", type=int, default=10000, help="0 skips the check")
     parser.add_argument("--parity-only", action="store_true")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also break a cluster step down on N rows (0: no)")
@@ -202,13 +209,13 @@ def main(argv: list[str] | None = None) -> None:
 
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     rows: list[dict[str, Any]] = []
-    spent: dict[str, float] = {}
+    spent: dict[str, Any] = {}
     with warnings.catch_warnings(record=True) as caught, \
             distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                      dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         warnings.simplefilter("always")
-        max_diff = parity(client, args.parity_rows)
+        max_diff = parity(client, args.parity_rows) if args.parity_rows else float("nan")
         print(f"float64 parity, 2-worker cluster vs NumPy, 100 full-batch steps, "
               f"N={args.parity_rows}: max |difference| of the parameters {max_diff:.3g}")
         for n in [] if args.parity_only else sizes:
@@ -225,8 +232,9 @@ def main(argv: list[str] | None = None) -> None:
             _print(rows[-1])
         if args.profile:
             spent = profile(client, args.profile)
-            print(f"cluster step on N={args.profile:,}, per step: "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in spent.items()))
+            print(f"cluster epoch on N={args.profile:,}, per epoch: "
+                  + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in spent.items()))
     large = [w for w in caught if "large graph" in str(w.message).lower()]
     print(f"large-graph warnings: {len(large)}")
     out = Path(args.out)
