@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     spent: dict[str, Any] = {}
     with warnings.catch_warnings(record=True) as caught, \
             distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                     dashboard_address=None) as cluster, \
+                                     dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         warnings.simplefilter("always")
         max_diff = parity(client, args.parity_rows) if args.parity_rows else float("nan")
