@@ -477,7 +477,7 @@ def _dask_persist_rows(X: Any, others: list[Any]) -> list[Any]:
     together: each row block of the data then lives whole on one worker."""
     import dask
 
-    if len(X.chunks[1]) > 1:
+    if X.ndim == 2 and len(X.chunks[1]) > 1:
         X = X.rechunk({1: -1})
     rows = X.chunks[0]
     aligned = [a if a is None or a.chunks[0] == rows else a.rechunk({0: rows}) for a in others]
@@ -488,17 +488,21 @@ def _dask_persist_rows(X: Any, others: list[Any]) -> list[Any]:
 
 def _dask_shuffled_blocks(arrays: list[Any], order: np.ndarray,
                           states: list[Mapping[str, Any]], kind: type) -> list[Any]:
-    """The row blocks of each array in ``order``, block ``order[i]``'s rows permuted by a
+    """The row blocks (the first array's) of each array in ``order``, block ``order[i]``'s
+    rows permuted by a
     ``Generator(kind(...))`` in state ``states[i]``; persisted. Each block is permuted on
     the worker that holds it: only the generator states (a few bytes) enter the graph."""
     import dask
     import dask.array as da
 
     out: list[Any] = []
+    rows = arrays[0].chunks[0]
     for a in arrays:
         if a is None:
             out.append(None)
             continue
+        if a.chunks[0] != rows:  # not cut as X is (persist_rows does it once per fit)
+            a = a.rechunk({0: rows})
         parts = [a.blocks[int(b)].map_blocks(_permuted_rows, kind, state, dtype=a.dtype)
                  for b, state in zip(order, states)]
         out.append(da.concatenate(parts, axis=0))

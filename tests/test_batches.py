@@ -111,3 +111,22 @@ def test_dask_fit_in_one_block_follows_numpy():
         results.append(model.host_params())
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_dask_fit_takes_weights_and_targets_cut_in_other_blocks():
+    da = pytest.importorskip("dask.array")
+    X, y = pm.datasets.xor(n=120, seed=0)
+    Y, w = pm.one_hot(y, 2), np.linspace(0.0, 2.0, 120)
+    params = []
+    for shuffle in (True, False):
+        model = pm.MLP([2, 4, 2], seed=0, backend="dask", dtype="float64")
+        pm.fit(model, da.from_array(X, chunks=(40, 1)), da.from_array(Y, chunks=(60, 2)),
+               sample_weight=da.from_array(w, chunks=30), epochs=2, batch_size=32,
+               shuffle=shuffle, progress=False, optimizer=pm.SGD(lr=0.5))
+        params.append(model.host_params())
+    reference = pm.MLP([2, 4, 2], seed=0, dtype="float64")
+    pm.fit(reference, X, Y, sample_weight=w, epochs=2, batch_size=32, shuffle=False,
+           progress=False, optimizer=pm.SGD(lr=0.5))
+    for got, want in zip(params[1], reference.params):  # unshuffled: NumPy's batches
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert not np.allclose(params[0][0], params[1][0])  # shuffled: another order
