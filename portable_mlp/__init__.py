@@ -5,7 +5,7 @@ array-api-strict. See README.md for a tour.
 """
 
 from portable_mlp import datasets, initializers, losses, optim
-from portable_mlp._backend import BACKENDS, BackendUnavailable
+from portable_mlp._backend import BACKENDS, BackendUnavailable, WorkerLostError
 from portable_mlp.callbacks import Callback, EarlyStopping, LambdaCallback
 from portable_mlp.checkpoint import Checkpoint, load, load_optimizer, save
 from portable_mlp.encoding import one_hot
@@ -22,6 +22,6 @@ __all__ = [
     "BACKENDS", "LBFGS", "MLP", "SGD", "Adam", "BackendUnavailable", "Callback", "Checkpoint",
     "DivergenceError", "EarlyStopping", "GradcheckError", "Identity", "LambdaCallback", "Linear",
     "Optimizer", "Piece", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "Trainer",
-    "TrainingInterrupted", "datasets", "fit", "gradcheck", "initializers", "load",
+    "TrainingInterrupted", "WorkerLostError", "datasets", "fit", "gradcheck", "initializers", "load",
     "load_optimizer", "losses", "one_hot", "optim", "save", "train_step", "value_and_grad",
 ]

@@ -17,7 +17,7 @@ import functools
 import importlib
 import operator
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -26,6 +26,8 @@ import array_api_compat as compat
 import numpy as np
 
 from portable_mlp import _install
+
+Array = Any
 
 BACKENDS = ("numpy", "cupy", "torch", "jax", "dask", "array_api_strict")
 
@@ -375,9 +377,7 @@ def from_host(name: str, x: np.ndarray, device: Any, dtype: Any) -> Any:
     """Copy a host (NumPy) array onto the backend's device, cast to ``dtype``."""
     xp = namespace(name)
     if name == "dask":
-        import dask.array as da
-
-        return da.from_array(np.asarray(x, dtype=dtype_name(dtype)), chunks=x.shape)
+        return _dask_from_host(np.asarray(x, dtype=dtype_name(dtype)))
     if name == "torch" and not x.flags.writeable:
         x = np.array(x)  # torch refuses to share read-only memory (a memmap, say)
     return xp.asarray(x, dtype=dtype, device=device)
@@ -392,7 +392,7 @@ def to_host(x: Any) -> np.ndarray:
     if compat.is_cupy_array(x):
         return x.get()
     if compat.is_dask_array(x):
-        return np.asarray(x.compute())
+        return np.asarray(_dask_compute(x)[0])
     if array_backend(x) == "array_api_strict":  # off its CPU device it refuses __array__
         import array_api_strict
 
@@ -466,13 +466,131 @@ def read_scalars(name: str, arrays: list[Any]) -> list[float]:
     return [float(a) for a in arrays]  # every backend's 0-d arrays convert
 
 
-def materialize(name: str, arrays: list[Any]) -> list[Any]:
-    """Bound a lazy graph: compute ``arrays`` into memory (dask); identity elsewhere."""
+def materialize(name: str, arrays: list[Any], cut_lineage: bool = False) -> list[Any]:
+    """Bound a lazy graph: compute ``arrays`` into memory (dask); identity elsewhere.
+
+    On a ``distributed`` cluster the scheduler keeps the lineage of what it persisted
+    (dask/distributed#809), so a chain of persisted steps grows its state step after step;
+    ``cut_lineage`` gathers the (small) arrays to this process and scatters them back to
+    every worker, with no history: the scheduler then forgets the steps that made them.
+    """
     if name != "dask":
         return arrays
     import dask
 
-    return list(dask.persist(*arrays))
+    persisted = list(dask.persist(*arrays))
+    client = dask_client()
+    if not cut_lineage or client is None:
+        return persisted
+    return [_dask_from_host(np.asarray(v), broadcast=True) for v in _dask_compute(*persisted)]
+
+
+# --- dask: data on a cluster -------------------------------------------------
+
+# Host arrays up to this size are broadcast to every worker of a cluster when placed:
+# parameters and small data sets, which every worker needs, and which then survive the
+# loss of a worker. Larger ones are scattered once, to one worker.
+_BROADCAST_BYTES = 1 << 20
+
+# On a cluster, the parameters' lineage is cut every this many persists (one a step):
+# the scheduler's state stays bounded, for one gather and one broadcast of the
+# parameters per this many steps.
+CUT_LINEAGE_EVERY = 10
+
+
+class WorkerLostError(RuntimeError):
+    """A Dask worker died holding results that the cluster cannot recompute; the model
+    cannot go on from them (its parameters may be among them)."""
+
+
+def dask_client() -> Any:
+    """The ``distributed`` Client that dask computes on now, or None (a local scheduler)."""
+    if "distributed" not in sys.modules:  # no Client can exist without it imported
+        return None
+    import dask.base
+    from distributed import default_client
+
+    try:
+        client = default_client()
+    except ValueError:
+        return None
+    return client if dask.base.get_scheduler() == client.get else None
+
+
+def _dask_from_host(x: np.ndarray, broadcast: bool | None = None) -> Any:
+    """A one-block dask array of host data. On a cluster, the data is sent to the workers
+    once (``scatter``) and graphs hold only its key: a NumPy array embedded in a graph
+    travels with every graph that uses it (Dask's large-graph warning)."""
+    import dask.array as da
+
+    client = dask_client()
+    if client is None:
+        return da.from_array(x, chunks=x.shape)
+    if broadcast is None:
+        broadcast = x.nbytes <= _BROADCAST_BYTES
+    future = client.scatter(x, broadcast=broadcast, hash=False)
+    return da.from_delayed(future, shape=x.shape, dtype=x.dtype)
+
+
+def _dask_compute(*arrays: Any) -> tuple[Any, ...]:
+    """``dask.compute``, with a worker's loss of unrecoverable data said plainly."""
+    import dask
+
+    try:
+        return dask.compute(*arrays)
+    except Exception as exc:
+        if type(exc).__name__ not in ("FutureCancelledError", "CancelledError"):
+            raise
+        raise WorkerLostError(
+            f"a Dask worker died holding results that the cluster cannot recompute ({exc}): "
+            "the parameters of a recent step (between lineage cuts they live on one worker "
+            "only), or data scattered from this process, which has no lineage. Load the data "
+            "with dask (dask.array, dask.dataframe.read_parquet, ...) so that lost blocks are "
+            "recomputed, and resume training from a checkpoint (pm.Checkpoint, pm.load)") from exc
+
+
+def _dask_persist_rows(X: Any, others: list[Any]) -> list[Any]:
+    """X with its columns in one block, and ``others`` cut into X's row blocks, persisted
+    together: each row block of the data then lives whole on one worker."""
+    import dask
+
+    if X.ndim == 2 and len(X.chunks[1]) > 1:
+        X = X.rechunk({1: -1})
+    rows = X.chunks[0]
+    aligned = [a if a is None or a.chunks[0] == rows else a.rechunk({0: rows}) for a in others]
+    present = [a for a in (X, *aligned) if a is not None]
+    persisted = iter(dask.persist(*present))
+    return [next(persisted) if a is not None else None for a in (X, *aligned)]
+
+
+def _dask_shuffled_blocks(arrays: list[Any], order: np.ndarray,
+                          states: list[Mapping[str, Any]], kind: type) -> list[Any]:
+    """The row blocks (the first array's) of each array in ``order``, block ``order[i]``'s
+    rows permuted by a
+    ``Generator(kind(...))`` in state ``states[i]``; persisted. Each block is permuted on
+    the worker that holds it: only the generator states (a few bytes) enter the graph."""
+    import dask
+    import dask.array as da
+
+    out: list[Any] = []
+    rows = arrays[0].chunks[0]
+    for a in arrays:
+        if a is None:
+            out.append(None)
+            continue
+        if a.chunks[0] != rows:  # not cut as X is (persist_rows does it once per fit)
+            a = a.rechunk({0: rows})
+        parts = [a.blocks[int(b)].map_blocks(_permuted_rows, kind, state, dtype=a.dtype)
+                 for b, state in zip(order, states)]
+        out.append(da.concatenate(parts, axis=0))
+    present = iter(dask.persist(*[a for a in out if a is not None]))
+    return [None if a is None else next(present) for a in out]
+
+
+def _permuted_rows(block: np.ndarray, kind: type, state: Mapping[str, Any]) -> np.ndarray:
+    bits = kind()
+    bits.state = state
+    return block[np.random.Generator(bits).permutation(block.shape[0])]
 
 
 @dataclass(frozen=True)
@@ -544,7 +662,36 @@ class Placement:
         return info.default_dtypes(device=self.device_obj)["integral"]
 
     def materialize(self, arrays: list[Any]) -> list[Any]:
-        return materialize(self.backend, arrays)
+        """``materialize`` of this backend; on a dask cluster, the lineage is cut every
+        ``CUT_LINEAGE_EVERY`` calls (one call a step)."""
+        if self.backend != "dask":
+            return arrays
+        self._persists[0] += 1
+        return materialize(self.backend, arrays, self._persists[0] % CUT_LINEAGE_EVERY == 0)
+
+    @functools.cached_property
+    def _persists(self) -> list[int]:
+        """How many times ``materialize`` ran (a counter that the frozen class can bump)."""
+        return [0]
+
+    def persist_rows(self, X: Array, *others: Array | None) -> list[Array | None]:
+        """The data of a fit, computed into memory once (dask): ``others`` (Y, sample
+        weights or None) cut into X's row blocks, so that each block of rows lives whole
+        on one worker; the same arrays elsewhere."""
+        if self.backend != "dask":
+            return [X, *others]
+        return _dask_persist_rows(X, list(others))
+
+    def row_blocks(self, x: Array) -> tuple[int, ...] | None:
+        """The lengths of the row blocks of a chunked (dask) array; None for arrays in one
+        piece of memory, which a host permutation and ``take`` shuffle best."""
+        return tuple(x.chunks[0]) if self.backend == "dask" else None
+
+    def shuffled_blocks(self, arrays: list[Array | None], order: np.ndarray,
+                        states: list[Mapping[str, Any]], kind: type) -> list[Array | None]:
+        """Each array's row blocks in ``order``, each block's rows permuted where it lies
+        by ``np.random.Generator(kind())`` set to the matching state of ``states``."""
+        return _dask_shuffled_blocks(arrays, order, states, kind)
 
     @functools.cached_property
     def compiles(self) -> bool:

@@ -271,6 +271,7 @@ class Trainer:
         Xd = validation.features(model, X, check_values=True)
         Yd = validation.targets(model, Y, Xd.shape[0], check_values=True)
         wd = validation.sample_weights(model, sample_weight, Xd.shape[0])
+        Xd, Yd, wd = model.placement.persist_rows(Xd, Yd, wd)  # dask: once, in X's blocks
         if epoch_loss not in ("evaluate", "steps"):
             raise ValueError(f"epoch_loss must be 'steps' or 'evaluate', got {epoch_loss!r}")
         val = self._validation_data(validation_data)

@@ -186,12 +186,16 @@ def rows(model: Sequential, data: Any, name: str, n_cols: int, check_values: boo
 def as_array(model: Sequential, data: Any, name: str, ndim: int, check_values: bool) -> Array:
     """Place ``data`` on the model: host data is moved (once), foreign arrays refused."""
     placement = model.placement
+    if placement.backend == "dask":
+        data = _dask_rows(data, name)
     if placement.owns(data):
         arr = _check_kind(model.xp, data, name, data.dtype)
         if arr.ndim != ndim:
             raise ValueError(f"{name} must be {ndim}-D, got an array of shape {tuple(arr.shape)}")
         if arr.dtype != model.dtype:
             arr = model.xp.astype(arr, model.dtype)
+        if check_values:  # training data: computed into memory once, then scanned
+            arr = placement.persist_rows(arr)[0]
         if check_values and not bool(model.xp.all(model.xp.isfinite(arr))):
             raise ValueError(f"{name} contains NaN or inf; expected finite values")
         return arr
@@ -215,6 +219,19 @@ def as_array(model: Sequential, data: Any, name: str, ndim: int, check_values: b
     if check_values and not np.isfinite(host).all():
         raise ValueError(f"{name} contains NaN or inf; expected finite values")
     return placement.from_host(host)
+
+
+def _dask_rows(data: Any, name: str) -> Any:
+    """A dask DataFrame or Series as a dask array with known row blocks (one per
+    partition; counting the rows is one pass over the partitions); other data as it is.
+    A dask array of unknown block lengths is refused: rows cannot be sliced from it."""
+    if type(data).__module__.startswith("dask.dataframe"):
+        data = data.to_dask_array(lengths=True)
+    chunks = getattr(data, "chunks", None)
+    if _backend.array_backend(data) == "dask" and chunks and any(math.isnan(c) for c in chunks[0]):
+        raise ValueError(f"{name} is a dask array whose row blocks have unknown lengths; "
+                         f"call {name}.compute_chunk_sizes(), or pass the dask DataFrame itself")
+    return data
 
 
 def _device(x: Any) -> Any:
