@@ -22,6 +22,7 @@ __all__ = [
     "BACKENDS", "LBFGS", "MLP", "SGD", "Adam", "BackendUnavailable", "Callback", "Checkpoint",
     "DivergenceError", "EarlyStopping", "GradcheckError", "Identity", "LambdaCallback", "Linear",
     "Optimizer", "Piece", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "Trainer",
-    "TrainingInterrupted", "WorkerLostError", "datasets", "fit", "gradcheck", "initializers", "load",
-    "load_optimizer", "losses", "one_hot", "optim", "save", "train_step", "value_and_grad",
+    "TrainingInterrupted", "WorkerLostError", "datasets", "fit", "gradcheck", "initializers",
+    "load", "load_optimizer", "losses", "one_hot", "optim", "save", "train_step",
+    "value_and_grad",
 ]
