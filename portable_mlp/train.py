@@ -207,11 +207,13 @@ class Trainer:
 
     def _check(self, pending: int) -> None:
         self._unchecked = 0
-        if self._guard is None or bool(self._guard[0]):
+        if self._guard is None:
             return
-        _, good_loss, skipped = self._guard
-        skipped = int(_backend.to_host(skipped)) - pending
-        last = self._last_finite_loss(good_loss)
+        healthy, good_loss, n_skipped = self.model.placement.read_scalars(list(self._guard))
+        if healthy:
+            return
+        skipped = int(n_skipped) - pending
+        last = good_loss if math.isfinite(good_loss) else None
         self.steps -= skipped
         if self.optimizer.state is not None:
             self.optimizer.state["step"] -= skipped
