@@ -17,6 +17,7 @@ import functools
 import importlib
 import operator
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -237,6 +238,17 @@ def overflow_is_fine(name: str) -> Callable[[], Any]:
     return contextlib.nullcontext
 
 
+def quiet(name: str) -> Callable[[], Any]:
+    """A context-manager factory for a training step: NumPy must not warn (or raise,
+    under ``-W error``) on overflow or invalid values, as a step that overflows is
+    reported whole by the divergence check. NumPy computes on NumPy and array-api-strict,
+    and casts JAX's Python scalars (``g * 1e308`` on float32); dask's blocks run in
+    worker threads, quieted in ``materialize``. A no-op elsewhere."""
+    if name in ("numpy", "array_api_strict", "jax"):
+        return functools.partial(np.errstate, all="ignore")
+    return contextlib.nullcontext
+
+
 # --- devices ---------------------------------------------------------------
 
 def devices(name: str) -> list[Any]:
@@ -395,7 +407,11 @@ def materialize(name: str, arrays: list[Any]) -> list[Any]:
         return arrays
     import dask
 
-    return list(dask.persist(*arrays))
+    # the blocks run in worker threads, outside the caller's np.errstate: a NumPy warning
+    # there (overflow in a diverging step) is for the divergence check to report
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return list(dask.persist(*arrays))
 
 
 @dataclass(frozen=True)
@@ -436,6 +452,10 @@ class Placement:
     @functools.cached_property
     def overflow_is_fine(self) -> Callable[[], Any]:
         return overflow_is_fine(self.backend)
+
+    @functools.cached_property
+    def quiet(self) -> Callable[[], Any]:
+        return quiet(self.backend)
 
     @functools.cached_property
     def writable(self) -> bool:
