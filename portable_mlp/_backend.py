@@ -129,8 +129,14 @@ def device_of(x: Any) -> str:
 
 
 def backend_name(backend: Any) -> str:
-    """Accept a backend name or a namespace; return the name."""
-    return check_name(backend) if isinstance(backend, str) else name_of_namespace(backend)
+    """Accept a backend name or a namespace (a module); return the name."""
+    if isinstance(backend, str):
+        return check_name(backend)
+    if not isinstance(backend, ModuleType):
+        raise TypeError(f"backend must be a name (one of {', '.join(BACKENDS)}) or an array "
+                        f"namespace (a module such as numpy), got {type(backend).__name__} "
+                        f"{backend!r}"[:300])
+    return name_of_namespace(backend)
 
 
 def array_backend(x: Any) -> str | None:
@@ -351,6 +357,18 @@ def from_host(name: str, x: np.ndarray, device: Any, dtype: Any) -> Any:
     return xp.asarray(x, dtype=dtype, device=device)
 
 
+def detached(x: Any) -> Any:
+    """``x`` cut from any autograd graph (torch tensors that require grad; as is
+    otherwise): input must not chain the parameters into the caller's graph."""
+    if compat.is_torch_array(x) and x.requires_grad:
+        return x.detach()
+    return x
+
+
+def _same(x: Any) -> Any:
+    return x
+
+
 def to_host(x: Any) -> np.ndarray:
     """A NumPy copy (or view) of any backend's array."""
     if isinstance(x, np.ndarray):
@@ -452,6 +470,12 @@ class Placement:
     @functools.cached_property
     def overflow_is_fine(self) -> Callable[[], Any]:
         return overflow_is_fine(self.backend)
+
+    @functools.cached_property
+    def detached(self) -> Callable[[Any], Any]:
+        """``detached`` where arrays may carry an autograd graph (torch); the identity
+        elsewhere (no per-call test on the hot path)."""
+        return detached if self.backend == "torch" else _same
 
     @functools.cached_property
     def quiet(self) -> Callable[[], Any]:

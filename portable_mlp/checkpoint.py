@@ -33,7 +33,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import array_api_compat.numpy as npx
 import numpy as np
 import safetensors
 import safetensors.numpy
@@ -480,7 +479,7 @@ class _Checkpoint:
                 raise _bad("optimizer slots must list a count per parameter")
             for count in slots:
                 _int(count, "optimizer slot count")
-            expected = slot_counts(opt, len(shapes))
+            expected = validation.slot_counts(opt, len(shapes))
             if slots != expected:
                 raise _bad(f"optimizer slot counts {slots} do not match {opt!r}, which keeps "
                            f"{expected}"[:300])
@@ -488,13 +487,6 @@ class _Checkpoint:
                 tensors.update({f"optimizer.{i}.{j}": shape for j in range(count)})
         record["tensors"] = tensors
         return record
-
-
-def slot_counts(optimizer: optim.Optimizer, n_params: int) -> list[int]:
-    """How many state arrays ``optimizer`` keeps per parameter (asked of the optimizer
-    itself, on empty arrays: Adam 2, SGD with momentum 1, plain SGD 0)."""
-    state = optimizer.init_state(npx, [np.empty(0)] * n_params)
-    return [len(slots) for slots in state["slots"]]
 
 
 def _param_shapes(pieces: list[layers.Piece]) -> list[tuple[int, ...]]:
@@ -524,7 +516,8 @@ def _build(ckpt: _Checkpoint, backend: Any, device: Any, dtype: Any,
 
     if dtype is None:  # the saved dtype, unless asked otherwise
         placement = Placement.create(backend, device, ckpt.dtype)
-    return Sequential._from_host(ckpt.pieces, ckpt.params, placement)
+    return Sequential._from_host(ckpt.pieces, ckpt.params, placement,
+                                 f"pm.load(..., dtype={placement.dtype!r})")
 
 
 def load(path: str | os.PathLike[str], backend: Any = "numpy", device: Any = None,
@@ -568,14 +561,18 @@ def load_optimizer(path: str | os.PathLike[str], model: Sequential,
     saved = cls(**record["config"])
     opt = optimizer if optimizer is not None else saved
     if "step" in record:
-        counts, wanted = [len(ss) for ss in record["slots"]], slot_counts(opt, len(model.params))
+        counts = [len(ss) for ss in record["slots"]]
+        wanted = validation.slot_counts(opt, len(model.params))
         if counts != wanted:
             raise ValueError(f"the checkpoint holds the state of {saved!r} ({counts} state "
                              f"arrays per parameter), but {opt!r} keeps {wanted}: pass an "
                              "optimizer with the saved settings, or none")
     state = None
     if "step" in record:
-        slots = [[model.placement.from_host(s) for s in ss] for ss in record["slots"]]
+        place = model.placement
+        slots = [[place.from_host(validation.cast_finite(s, place.dtype,
+                                                         f"optimizer state {i}.{j}"))
+                  for j, s in enumerate(ss)] for i, ss in enumerate(record["slots"])]
         state = {"step": record["step"], "slots": slots}
     opt.state = state
     return opt

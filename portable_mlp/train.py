@@ -352,12 +352,9 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
     optimizer reads it on the host), so use ``Trainer`` for those.
     """
     loss_fn = grad.check_loss(model, loss)
+    params, state, X, Y, l2, clip_norm = validation.step_arguments(
+        model, params, state, X, Y, optimizer, l2, clip_norm)
     placement = model.placement
-    if not validation.fits(model, X, Y):
-        raise ValueError(f"train_step takes X and Y placed on the model: {placement.dtype} "
-                         f"arrays of shapes (n, {model.n_features}) and (n, {model.n_outputs}); "
-                         f"got X {X.dtype} {tuple(X.shape)} and Y {Y.dtype} {tuple(Y.shape)}. "
-                         "Place host data with model.placement.from_host")
     xp = placement.xp
     with placement.quiet():
         value, grads, sq_norm = _gradients(model, params, X, Y, loss_fn, l2, None, clip_norm)
