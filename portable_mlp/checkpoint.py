@@ -378,11 +378,12 @@ def _read(path: str | os.PathLike[str]) -> bytes:
     # O_NONBLOCK: opening a FIFO does not wait for a writer (regular files ignore it)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     fd = os.open(path, flags)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ValueError(f"{os.fspath(path)!r} is not a regular file (a folder, FIFO, "
+                         "socket or device): refusing to read it as a checkpoint")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{os.fspath(path)!r} is not a regular file (a folder, FIFO, "
-                             "socket or device): refusing to read it as a checkpoint")
         size = info.st_size
         first = f.read(8)
         n = _header_length(first, max(size, len(first)))
