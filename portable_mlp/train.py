@@ -343,13 +343,16 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
     Returns ``(params, state, loss, finite)``. Nothing is read back to the host and
     nothing is stored, so ``jax.jit`` compiles it whole, e.g.
     ``jax.jit(functools.partial(pm.train_step, model, optimizer=opt))``. Where the loss,
-    a gradient or the updated parameters or slots are not finite, the ``params`` and slots passed in come back (selected with
-    ``where``) and ``finite`` is False; ``state["step"]`` counts steps taken, finite or not.
-    The inputs are never modified. On dask the results are persisted, as in ``Trainer``,
-    so that the graph stays bounded. Under ``jax.jit`` the step count comes back as an
-    array: start from ``state["step"] = jnp.asarray(0)`` to compile once, not twice; a
-    learning-rate schedule other than the constant one needs it as a Python int (the
-    optimizer reads it on the host), so use ``Trainer`` for those.
+    a gradient or the updated parameters or slots are not finite, the ``params`` and
+    slots passed in come back (selected with ``where``) and ``finite`` is False;
+    ``state["step"]`` counts steps taken, finite or not. The arguments are checked as
+    ``Trainer`` checks its own (metadata only, so under ``jax.jit`` once, when traced);
+    ``l2`` and ``clip_norm`` must be Python numbers. The inputs are never modified. On
+    dask the results are persisted, as in ``Trainer``, so that the graph stays bounded.
+    Under ``jax.jit`` the step count comes back as an array: start from
+    ``state["step"] = jnp.asarray(0)`` to compile once, not twice; a learning-rate
+    schedule other than the constant one needs it as a Python int (the optimizer reads
+    it on the host), so use ``Trainer`` for those.
     """
     loss_fn = grad.check_loss(model, loss)
     params, state, X, Y, l2, clip_norm = validation.step_arguments(

@@ -120,7 +120,6 @@ def test_an_optimizer_name_of_the_wrong_type_is_a_value_error(name):
 
 def _forge_slots(data, counts):
     """The file with the optimizer's slot counts replaced and the tensors to match."""
-    header, _ = _parts(data)
     arrays, meta = checkpoint.parse(data)
     record = json.loads(meta["optimizer"])
     record["slots"] = counts
@@ -197,7 +196,7 @@ def test_a_fifo_is_refused_without_hanging(tmp_path):
     def load():
         try:
             pm.load(path)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+        except BaseException as exc:  # handed to the main thread
             result.append(exc)
 
     thread = threading.Thread(target=load, daemon=True)

@@ -329,7 +329,8 @@ def test_train_step_checks_still_compile_under_jax_jit():
     state["step"] = jax.numpy.asarray(0)
     params, state, loss, finite = step(list(model.params), state, place.from_host(X),
                                        place.from_host(Y))
-    assert bool(finite) and int(state["step"]) == 1
+    assert bool(finite) and int(state["step"]) == 1 and np.isfinite(float(loss))
+    assert not np.array_equal(_host(params)[0], _host(model.params)[0])
 
 
 # --- 10. callbacks are checked before any step ----------------------------------------
