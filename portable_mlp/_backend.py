@@ -165,6 +165,8 @@ class Ops:
     matmul: Callable[[Any, Any], Any]      # 2-D @ 2-D (what the pieces need; no batching)
     sigmoid: Callable[[Any], Any]          # 1 / (1 + exp(-x))
     sum_of_squares: Callable[[Any], Any]   # sum(a**2) over all of ``a``: 0-d (NumPy: a scalar)
+    # dy * y * (1 - y), the sigmoid's backward from its output y (may reuse dy's buffer)
+    sigmoid_backward: Callable[[Any, Any], Any]
 
 
 @functools.cache
@@ -172,11 +174,14 @@ def ops(name: str) -> Ops:
     """The ``Ops`` of backend ``name``."""
     xp = namespace(name)
     if name == "numpy":
-        return Ops(xp, _numpy_matmul, _numpy_sigmoid, _numpy_sum_of_squares)
+        return Ops(xp, _numpy_matmul, _numpy_sigmoid, _numpy_sum_of_squares,
+                   _standard_sigmoid_backward)
     flat: Callable[[Any], Any] = operator.methodcaller("reshape", -1)
     if name == "array_api_strict":  # its arrays have no reshape method
         flat = functools.partial(xp.reshape, shape=(-1,))
     sigmoid: Callable[[Any], Any] = functools.partial(_standard_sigmoid, xp)
+    if name == "cupy":
+        return _cupy_ops(xp, flat)
     if name == "torch":
         import torch
 
@@ -187,11 +192,36 @@ def ops(name: str) -> Ops:
         sigmoid = jax.nn.sigmoid
     elif name == "dask":
         sigmoid = _dask_sigmoid
-    return Ops(xp, operator.matmul, sigmoid, functools.partial(_flat_dot, flat))
+    return Ops(xp, operator.matmul, sigmoid, functools.partial(_flat_dot, flat),
+               _standard_sigmoid_backward)
 
 
 def _standard_sigmoid(xp: Any, x: Any) -> Any:
     return 1.0 / (xp.exp(-x) + 1.0)
+
+
+def _standard_sigmoid_backward(y: Any, dy: Any) -> Any:
+    """In place where arrays are writable (augmented assignment rebinds elsewhere)."""
+    dy *= y
+    dy -= dy * y
+    return dy
+
+
+def _cupy_ops(xp: Any, flat: Callable[[Any], Any]) -> Ops:
+    """CuPy: the sigmoid and its backward as one fused elementwise kernel each (the
+    standard's expressions launch three or four kernels, 18-24 us each on small arrays)."""
+    import cupy
+
+    forward = cupy.ElementwiseKernel("T x", "T y", "y = 1 / (1 + exp(-x))", "pm_sigmoid")
+    backward = cupy.ElementwiseKernel("T y", "T dy", "dy = dy * y * (1 - y)",
+                                      "pm_sigmoid_backward")
+
+    def sigmoid_backward(y: Any, dy: Any) -> Any:
+        backward(y, dy)  # writes dy in place: one kernel
+        return dy
+
+    return Ops(xp, operator.matmul, forward, functools.partial(_flat_dot, flat),
+               sigmoid_backward)
 
 
 def _flat_dot(flat: Callable[[Any], Any], a: Any) -> Any:
@@ -291,6 +321,10 @@ def resolve_device(name: str, spec: Any) -> Any:
     if spec is None:
         if name == "dask":
             return "cpu"
+        if name == "torch":  # follows torch.set_default_device (the standard's info: cpu)
+            import torch
+
+            return torch.get_default_device()
         default = xp.__array_namespace_info__().default_device()
         # JAX answers None ("the default"): name the device its arrays land on, so that
         # arrays placed there are recognised as this model's (Placement.owns compares specs)
@@ -419,6 +453,39 @@ def synchronize(name: str, arrays: Any = ()) -> None:
         dask.compute(arrays)
 
 
+def compiles(name: str) -> bool:
+    """Whether training on this backend runs compiled by default (JAX: ``jax.jit``)."""
+    return name == "jax"
+
+
+def jit(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` compiled where the backend compiles (JAX); ``fn`` itself elsewhere."""
+    if not compiles(name):
+        return fn
+    import jax
+
+    return jax.jit(fn)
+
+
+def scan(name: str) -> Callable[..., Any]:
+    """``lax.scan`` (``scan(body, carry, xs) -> (carry, ys)``) on a backend that compiles."""
+    if not compiles(name):
+        raise ValueError(f"backend {name!r} does not compile; scan runs only inside compiled "
+                         "code")
+    from jax import lax
+
+    return lax.scan
+
+
+def read_scalars(name: str, arrays: list[Any]) -> list[float]:
+    """0-d arrays read back to the host as floats, in one transfer where that matters."""
+    if name == "jax":
+        import jax
+
+        arrays = jax.device_get(arrays)
+    return [float(a) for a in arrays]  # every backend's 0-d arrays convert
+
+
 def materialize(name: str, arrays: list[Any]) -> list[Any]:
     """Bound a lazy graph: compute ``arrays`` into memory (dask); identity elsewhere."""
     if name != "dask":
@@ -512,6 +579,20 @@ class Placement:
 
     def materialize(self, arrays: list[Any]) -> list[Any]:
         return materialize(self.backend, arrays)
+
+    @functools.cached_property
+    def compiles(self) -> bool:
+        return compiles(self.backend)
+
+    def jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return jit(self.backend, fn)
+
+    @functools.cached_property
+    def scan(self) -> Callable[..., Any]:
+        return scan(self.backend)
+
+    def read_scalars(self, arrays: list[Any]) -> list[float]:
+        return read_scalars(self.backend, arrays)
 
     def synchronize(self, arrays: Any = ()) -> None:
         synchronize(self.backend, arrays)

@@ -35,6 +35,14 @@ def loss_and_grads(model: Sequential, params: list[Array], X: Array, Y: Array,
     samples and the l2 term is divided by the sum of the weights instead of ``n``
     (scikit-learn's convention: integer weights act as repeated samples).
     """
+    value, grads, _ = loss_grads_and_output(model, params, X, Y, loss_fn, l2, sample_weight)
+    return value, grads
+
+
+def loss_grads_and_output(model: Sequential, params: list[Array], X: Array, Y: Array,
+                          loss_fn: losses.Loss, l2: float, sample_weight: Array | None = None
+                          ) -> tuple[Array, list[Array], Array]:
+    """``loss_and_grads`` and the forward pass's output (training logs its accuracy)."""
     out, backprops = model.forward(X, params)
     value, delta, n = output_loss(model, params, out, Y, loss_fn, l2, sample_weight)
     grads = model.backward(delta, backprops)
@@ -42,7 +50,7 @@ def loss_and_grads(model: Sequential, params: list[Array], X: Array, Y: Array,
         for i, decayed in enumerate(model.decayed):
             if decayed:
                 grads[i] += (l2 / n) * params[i]
-    return value, grads
+    return value, grads, out
 
 
 def output_loss(model: Sequential, params: list[Array], out: Array, Y: Array,

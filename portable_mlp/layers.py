@@ -115,9 +115,7 @@ class Sigmoid(Piece):
         y = ops.sigmoid(x)
 
         def backprop(dy: Array, need_dx: bool = True) -> tuple[Array, list[Array]]:
-            dy *= y
-            dy -= dy * y
-            return dy, []
+            return ops.sigmoid_backward(y, dy), []
 
         return y, backprop
 

@@ -95,11 +95,16 @@ class Optimizer:
         self.state: dict[str, Any] | None = None
 
     def learning_rate(self, step: int) -> float:
+        """The learning rate of (0-based) ``step``, computed on the host. A schedule that
+        grows past float's range gives inf, so that the step diverges (DivergenceError)."""
         if not isinstance(step, numbers.Integral):  # a traced array under jax.jit
             raise TypeError(f"the schedule {self.schedule!r} needs the step count as a Python "
-                            f"int, got {type(step).__name__}; under jax.jit use the constant "
-                            "schedule, or train with Trainer")
-        return self.lr * float(self.schedule(step))
+                            f"int, got {type(step).__name__}; under jax.jit pass the learning "
+                            "rate in (train_step's lr=...), or train with Trainer")
+        try:
+            return self.lr * float(self.schedule(step))
+        except OverflowError:
+            return math.inf
 
     def init_state(self, xp: Any, params: list[Array]) -> dict[str, Any]:
         return {"step": 0, "slots": [[] for _ in params]}
@@ -127,9 +132,12 @@ class Optimizer:
         self.state = None
 
     def update(self, xp: Any, params: list[Array], grads: list[Array],
-               state: dict[str, Any]) -> tuple[list[Array], dict[str, Any]]:
+               state: dict[str, Any], lr: Any = None) -> tuple[list[Array], dict[str, Any]]:
+        """One update; ``lr`` (a float or a 0-d array) overrides the schedule's rate for
+        this step: compiled code computes the schedule on the host and passes it in."""
         step = state["step"]
-        lr = self.lr if type(self.schedule) is constant else self.learning_rate(step)
+        if lr is None:
+            lr = self.lr if type(self.schedule) is constant else self.learning_rate(step)
         rule, t = self.rule, step + 1
         new_params, new_slots = [], []
         for p, g, slots in zip(params, grads, state["slots"]):

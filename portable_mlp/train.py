@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import math
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from portable_mlp import _backend, grad, optim, validation
+from portable_mlp import _backend, batches, grad, optim, validation
 from portable_mlp.callbacks import as_callbacks
 
 if TYPE_CHECKING:
@@ -74,78 +74,139 @@ class TrainingInterrupted(KeyboardInterrupt):
         return type(self), (self.step, self.history)
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """What a pure step needs besides arrays: fixed while a compiled function lives."""
+
+    model: Sequential
+    optimizer: optim.Optimizer
+    loss_fn: Any
+    l2: float
+    clip_norm: float | None
+
+
+@dataclass(frozen=True)
+class _Data:
+    """A fit's data, validated and placed on the model once."""
+
+    X: Array
+    Y: Array
+    w: Array | None          # per-sample weights on the model, or None
+    w_host: np.ndarray | None  # the same on the host (batch weights are counted there)
+
+    @property
+    def n(self) -> int:
+        return int(self.X.shape[0])
+
+
 class Trainer:
-    """Holds a model, a loss, an optimizer (and its state) and trains the model."""
+    """Holds a model, a loss, an optimizer (and its state) and trains the model.
+
+    ``compile``: where the backend compiles (JAX), ``step`` runs as one compiled
+    function and ``fit`` runs each epoch as one (``lax.scan`` over the batches of the
+    data kept on the device): one compilation per fit. None (the default) compiles
+    where the backend can; False runs eagerly, one operation at a time.
+    """
 
     def __init__(self, model: Sequential, loss: str = "mse", optimizer: Any = "sgd",
-                 l2: float = 0.0, clip_norm: float | None = None, check_every: int = 100) -> None:
+                 l2: float = 0.0, clip_norm: float | None = None, check_every: int = 100,
+                 compile: bool | None = None) -> None:
         self._loss_fn = grad.check_loss(model, loss)
         self.model, self.loss = model, loss
         self.optimizer = optim.get(optimizer)
         self.l2 = validation.non_negative("l2", l2)
         self.clip_norm = validation.positive("clip_norm", clip_norm, allow_none=True)
         self.check_every = validation.positive("check_every", check_every, integer=True)
+        self.compiled = _check_compile(model, compile)
         self.steps = 0                      # completed steps
         self.stop_training = False          # a callback may set it to end fit
-        self._healthy: Array | None = None  # device flag, on the deferred-check path
+        self._guard: tuple[Array, Array, Array] | None = None  # deferred check, on device
         self._last_loss: Array | None = None
-        self._good_loss: Array | None = None  # deferred path: last finite loss, on device
-        self._skipped: Array | None = None    # deferred path: steps skipped as non-finite
         self._state: dict[str, Any] | None = None  # the optimizer state and the params
         self._params: list[Array] | None = None     # the last step made (checked already)
         self._unchecked = 0
         self._interrupted = False           # set by the SIGINT handler during fit
+        self._functions: dict[tuple[Any, ...], Callable[..., Any]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_functions"] = {}  # compiled functions do not pickle; they are made again
+        return state
 
     # --- one step ----------------------------------------------------------
     def step(self, Xb: Any, Yb: Any) -> Array:
         """One forward + backward + update on a batch; returns the loss (0-d, on device)."""
         X, Y = validation.batch(self.model, Xb, Yb)
-        return self._step(X, Y)
+        return self._step(X, Y)[0]
 
-    def _step(self, X: Array, Y: Array, w: Array | None = None) -> Array:
+    def _step(self, X: Array, Y: Array, w: Array | None = None, count_hits: bool = False
+              ) -> tuple[Array, Array | None]:
+        """One step; returns the loss and (``count_hits``) the batch's correctly classified
+        samples (weighted), both from the step's own forward pass."""
         model = self.model
         placement = model.placement
-        xp, state = placement.xp, self.optimizer.state
+        state = self.optimizer.state
         if state is None or state is not self._state or model.params is not self._params:
-            state = self.optimizer.ensure_state(xp, model.params)  # not what our step made
+            state = self.optimizer.ensure_state(placement.xp, model.params)  # not ours
         with placement.quiet():  # a non-finite value is the divergence check's to report
-            loss, grads, sq_norm = _gradients(model, model.params, X, Y, self._loss_fn, self.l2,
-                                              w, self.clip_norm)
-            if placement.host_reads_are_free:  # read back: cheaper than device ops
-                if not (math.isfinite(loss) and math.isfinite(sq_norm)):
-                    raise DivergenceError(self.steps + 1, self._last_finite_loss())
-                params, state = _update_copy(placement, self.optimizer, model.params, grads,
-                                             state)
-                if not _all_finite_on_host(placement, params, state["slots"]):
-                    raise DivergenceError(self.steps + 1, self._last_finite_loss())
+            if placement.host_reads_are_free and not self.compiled:
+                params, state, loss, hits = self._checked_update(X, Y, w, state, count_hits)
             else:
-                finite = xp.isfinite(loss) & xp.isfinite(sq_norm)
-                params, state, loss = self._guarded_update(grads, state, finite, loss)
+                params, state, loss, hits = self._guarded_update(X, Y, w, state, count_hits)
         model.params, self.optimizer.state = params, state
         self._state, self._params = state, params
         self.steps += 1
         self._last_loss = loss
-        return loss
+        return loss, hits
 
-    def _guarded_update(self, grads: list[Array], state: dict[str, Any], finite: Array,
-                        loss: Array) -> tuple[list[Array], dict[str, Any], Array]:
+    def _checked_update(self, X: Array, Y: Array, w: Array | None, state: dict[str, Any],
+                        count_hits: bool) -> tuple[list[Array], dict[str, Any], Array, Any]:
+        """Where reading a value back is free: check the loss and the gradients' norm on
+        the host, update into copies, and check the new parameters and slots: a step
+        whose update is not finite is dropped whole."""
+        model = self.model
+        loss, grads, sq_norm, out = _gradients(model, model.params, X, Y, self._loss_fn,
+                                               self.l2, w, self.clip_norm)
+        if not (math.isfinite(loss) and math.isfinite(sq_norm)):
+            raise DivergenceError(self.steps + 1, self._last_finite_loss())
+        params, state = _update_copy(model.placement, self.optimizer, model.params, grads,
+                                     state)
+        if not _all_finite_on_host(model.placement, params, state["slots"]):
+            raise DivergenceError(self.steps + 1, self._last_finite_loss())
+        return params, state, loss, (_hits(model, out, Y, w) if count_hits else None)
+
+    def _guarded_update(self, X: Array, Y: Array, w: Array | None, state: dict[str, Any],
+                        count_hits: bool) -> tuple[list[Array], dict[str, Any], Array, Any]:
         """Apply the update only while every step so far was finite, its update included
         (no host sync)."""
         placement = self.model.placement
-        xp = placement.xp
-        healthy = finite if self._healthy is None else self._healthy & finite
-        params, state, healthy = _update_where(healthy, placement, self.optimizer,
-                                               self.model.params, grads, state)
-        good_loss = loss if self._good_loss is None else xp.where(healthy, loss, self._good_loss)
-        skip = xp.astype(~healthy, placement.int_dtype)
-        skipped = skip if self._skipped is None else self._skipped + skip
-        params, state["slots"], (loss, healthy, self._good_loss, self._skipped) = _materialized(
-            placement, params, state["slots"], [loss, healthy, good_loss, skipped])
-        self._healthy = healthy
+        guard = self._guard or _fresh_guard(placement)
+        step, lr = state["step"], self.optimizer.learning_rate(state["step"])
+        run = self._function(_guarded_step, count_hits)
+        params, state, guard, loss, hits = run(self.model.params, state, guard, X, Y, w, lr)
+        extra = [loss, *guard] if hits is None else [loss, *guard, hits]
+        params, slots, (loss, *rest) = _materialized(placement, params, state["slots"], extra)
+        self._guard = (rest[0], rest[1], rest[2])
         self._unchecked += 1
         if self._unchecked >= self.check_every:
             self._check(pending=1)  # this step is not counted yet
-        return params, state, loss
+        # the step count stays a host int (compiled code hands back an array)
+        return params, {"step": step + 1, "slots": slots}, loss, rest[3] if count_hits else None
+
+    def _function(self, fn: Callable[..., Any], *static: Any) -> Callable[..., Any]:
+        """``fn`` bound to this trainer's settings (and ``static``), compiled where the
+        trainer compiles: once per distinct setting, reused across steps and fits."""
+        key = (fn.__name__, *static, self.loss, self.l2, self.clip_norm, repr(self.optimizer),
+               id(self.optimizer), id(self.model))
+        found = self._functions.get(key)
+        if found is None:
+            settings = _Settings(self.model, self.optimizer, self._loss_fn, self.l2,
+                                 self.clip_norm)
+            found = functools.partial(fn, settings, *static)
+            if self.compiled:
+                found = self.model.placement.jit(found)
+            self._functions[key] = found
+        return found
 
     def check_divergence(self) -> None:
         """Read the deferred finite flag back; raise if a step was skipped as non-finite.
@@ -158,14 +219,15 @@ class Trainer:
 
     def _check(self, pending: int) -> None:
         self._unchecked = 0
-        if self._healthy is None or bool(self._healthy):
+        if self._guard is None or bool(self._guard[0]):
             return
-        skipped = int(_backend.to_host(self._skipped)) - pending
-        last = self._last_finite_loss(self._good_loss)
+        _, good_loss, skipped = self._guard
+        skipped = int(_backend.to_host(skipped)) - pending
+        last = self._last_finite_loss(good_loss)
         self.steps -= skipped
         if self.optimizer.state is not None:
             self.optimizer.state["step"] -= skipped
-        self._healthy = self._good_loss = self._skipped = None
+        self._guard = None
         raise DivergenceError(self.steps + 1, last)
 
     def _last_finite_loss(self, loss: Array | None = None) -> float | None:
@@ -179,7 +241,7 @@ class Trainer:
     def fit(self, X: Any, Y: Any, epochs: int = 1000, batch_size: int | None = None,
             shuffle: bool = True, seed: int | None = 0, callbacks: Iterable[Any] = (),
             progress: bool = True, validation_data: tuple[Any, Any] | None = None,
-            sample_weight: Any = None, epoch_loss: str = "evaluate"
+            sample_weight: Any = None, epoch_loss: str = "steps", verbose: int = 0
             ) -> dict[str, list[float]]:
         """Train for ``epochs`` passes over (X, Y); return the per-epoch history.
 
@@ -188,34 +250,42 @@ class Trainer:
         Calling fit again continues training: the optimizer's state is kept.
         ``sample_weight`` (``(n,)``, non-negative) makes every loss a weighted mean; a
         batch whose weights are all zero holds no sample in effect and is skipped.
-        ``epoch_loss``: "evaluate" logs the loss and accuracy of the model after each
-        epoch (one more forward pass over the data); "steps" logs the mean of the
-        epoch's batch losses instead, each weighted by its batch's size, or by its total
-        sample weight (scikit-learn's ``loss_curve_``, which weights by size even then; no
-        extra pass, no accuracy).
+
+        The history's keys, one value per epoch:
+
+        - ``loss``: with ``epoch_loss="steps"`` (the default), the mean of the epoch's
+          step losses (l2 term included), each computed by its step's forward pass,
+          before that step's update, and weighted by its batch's size or total sample
+          weight: a running mean, as Keras and scikit-learn report, at no extra cost.
+          With ``epoch_loss="evaluate"``, the loss of the model after the epoch, on all
+          of (X, Y): one more forward pass over the data per epoch.
+        - ``accuracy``: the (weighted) fraction of samples whose class the model got
+          right, read off the same forward passes as ``loss``.
+        - ``val_loss``, ``val_accuracy`` (with ``validation_data``): the model after the
+          epoch, evaluated on the validation data.
+
+        Per-step values stay on the device and are read back once per epoch.
+        ``progress`` draws a bar on a terminal (tqdm); ``verbose=k`` prints a line every
+        ``k`` epochs (and after the last) where no bar is drawn: in a log, a notebook's
+        captured output or a CI job.
 
         A non-finite loss or gradient raises ``DivergenceError`` (the model and the
         optimizer keep their last finite state; ``exc.history`` holds the history).
-        Ctrl-C (SIGINT, main thread only) stops at the next step boundary and raises
-        ``TrainingInterrupted``, a KeyboardInterrupt whose ``.history`` holds the
-        completed epochs; the model holds the last completed step's parameters.
+        Ctrl-C (SIGINT, main thread only) stops at the next step boundary (compiled:
+        epoch boundary) and raises ``TrainingInterrupted``, a KeyboardInterrupt whose
+        ``.history`` holds the completed epochs; the model holds the last completed
+        step's parameters.
         """
         model = self.model
         epochs = validation.positive("epochs", epochs, integer=True)
         batch_size = validation.positive("batch_size", batch_size, integer=True, allow_none=True)
+        verbose = _check_verbose(verbose)
         Xd = validation.features(model, X, check_values=True)
         Yd = validation.targets(model, Y, Xd.shape[0], check_values=True)
         wd = validation.sample_weights(model, sample_weight, Xd.shape[0])
         if epoch_loss not in ("evaluate", "steps"):
-            raise ValueError(f"epoch_loss must be 'evaluate' or 'steps', got {epoch_loss!r}")
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise TypeError("validation_data must be a pair (X_val, Y_val), got "
-                                f"{type(validation_data).__name__}")
-            Xv = validation.features(model, validation_data[0], "validation X", True)
-            val = (Xv, validation.targets(model, validation_data[1], Xv.shape[0],
-                                          "validation Y", True))
+            raise ValueError(f"epoch_loss must be 'steps' or 'evaluate', got {epoch_loss!r}")
+        val = self._validation_data(validation_data)
         cbs = as_callbacks(callbacks)
         rng = np.random.default_rng(validation.check_seed(seed))
         history: dict[str, list[float]] = {"loss": [], "accuracy": []}
@@ -226,11 +296,11 @@ class Trainer:
         with self._defer_sigint():
             for cb in cbs:
                 cb.on_train_begin(self)
-            bar = _progress_bar(epochs, progress)
+            bar = progress_report(epochs, progress, verbose)
             try:
-                w_host = None if wd is None else _backend.to_host(wd)  # one read per fit
-                run_epoch = functools.partial(self._epoch, Xd, Yd, batch_size, shuffle, rng, val,
-                                              wd, w_host, epoch_loss)
+                data = _Data(Xd, Yd, wd, None if wd is None else _backend.to_host(wd))
+                run_epoch = functools.partial(self._epoch, data, batch_size, shuffle, rng, val,
+                                              epoch_loss)
                 self._epochs(run_epoch, epochs, cbs, history, bar, ends)
                 self.check_divergence()
             except DivergenceError as exc:
@@ -246,6 +316,16 @@ class Trainer:
         if self._interrupted:
             raise TrainingInterrupted(self.steps, history)
         return history
+
+    def _validation_data(self, validation_data: Any) -> tuple[Array, Array] | None:
+        if validation_data is None:
+            return None
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError("validation_data must be a pair (X_val, Y_val), got "
+                            f"{type(validation_data).__name__}")
+        Xv = validation.features(self.model, validation_data[0], "validation X", True)
+        return Xv, validation.targets(self.model, validation_data[1], Xv.shape[0],
+                                      "validation Y", True)
 
     def _epochs(self, run_epoch: Callable[[], dict[str, float] | None], epochs: int,
                 cbs: list[Any], history: dict[str, list[float]], bar: _NoBar,
@@ -282,60 +362,240 @@ class Trainer:
         finally:
             signal.signal(signal.SIGINT, previous)
 
-    def _epoch(self, X: Array, Y: Array, batch_size: int | None, shuffle: bool,
+    def _epoch(self, data: _Data, batch_size: int | None, shuffle: bool,
                rng: np.random.Generator, val: tuple[Array, Array] | None,
-               w: Array | None = None, w_host: np.ndarray | None = None,
-               epoch_loss: str = "evaluate") -> dict[str, float] | None:
-        xp, n = self.model.xp, X.shape[0]
-        if batch_size is None or batch_size >= n:
-            total, seen = self._step(X, Y, w), 1.0
+               epoch_loss: str) -> dict[str, float] | None:
+        track = epoch_loss == "steps"
+        run = self._compiled_epoch if self.compiled else self._eager_epoch
+        sums = run(data, batch_size, shuffle, rng, track)
+        if sums is None:  # interrupted within the epoch
+            return None
+        if track:
+            loss, hits, seen = sums
+            logs = {"loss": loss / seen, "accuracy": hits / seen}
         else:
-            starts = list(range(0, n, batch_size))
-            if shuffle:
-                permutation = rng.permutation(n)
-                order = self.model.placement.indices(permutation)
-                X, Y = xp.take(X, order, axis=0), xp.take(Y, order, axis=0)
-                if w_host is not None:
-                    w, w_host = xp.take(w, order, axis=0), w_host[permutation]
-            # what each batch counts for in the epoch: its size, or its weight; a batch of
-            # zero weight holds no sample in effect and is skipped (its mean would be 0/0)
-            counts = (np.diff([*starts, n]) if w_host is None
-                      else np.add.reduceat(w_host, starts, dtype=np.float64))
-            total, seen = 0.0, float(np.sum(counts))
-            for start, count in zip(starts, counts):
-                if self._interrupted:
-                    return None
-                if count == 0:
-                    continue
-                stop = min(start + batch_size, n)  # out-of-bounds stops are not standard
-                loss = self._step(X[start:stop, ...], Y[start:stop, ...],
-                                  None if w is None else w[start:stop])
-                if epoch_loss == "steps":
-                    total = total + loss * float(count)
-        if epoch_loss == "steps":  # the mean of the batch losses, weighted as their batches
-            logs = {"loss": float(_backend.to_host(total)) / seen}
-        else:
-            logs = self.evaluate(X, Y, w)
+            logs = self.evaluate(data.X, data.Y, data.w)
         if val is not None:
             val_logs = self.evaluate(*val)
             logs.update(val_loss=val_logs["loss"], val_accuracy=val_logs["accuracy"])
         return logs
 
+    def _eager_epoch(self, data: _Data, batch_size: int | None, shuffle: bool,
+                     rng: np.random.Generator, track: bool
+                     ) -> tuple[float, float, float] | None:
+        """The epoch step by step; returns the summed losses and hits (read back once)
+        and what the batches weigh in all."""
+        placement = self.model.placement
+        loss_sum: Any = 0.0
+        hit_sum: Any = 0.0
+        seen = 0.0
+        for Xb, Yb, wb, count in batches.minibatches(placement, data.X, data.Y, data.w,
+                                                     data.w_host, batch_size, shuffle, rng):
+            if self._interrupted:
+                return None
+            loss, hits = self._step(Xb, Yb, wb, count_hits=track)
+            if track:
+                loss_sum = loss_sum + loss * count
+                hit_sum = hit_sum + hits
+            seen += count
+        if not track:
+            return math.nan, math.nan, seen
+        loss_total, hit_total = placement.read_scalars([loss_sum, hit_sum])
+        return loss_total, hit_total, seen
+
+    def _compiled_epoch(self, data: _Data, batch_size: int | None, shuffle: bool,
+                        rng: np.random.Generator, track: bool
+                        ) -> tuple[float, float, float] | None:
+        """The epoch as one compiled call: a scan over the batches of the data on the
+        device. The last, shorter batch is padded with zero-weight rows, so that every
+        epoch has the same shapes (one compilation per fit)."""
+        model, optimizer = self.model, self.optimizer
+        placement = model.placement
+        plan = _EpochPlan.draw(data, batch_size, shuffle, rng)
+        state = optimizer.ensure_state(placement.xp, model.params)
+        step0 = state["step"]
+        taken = np.cumsum(plan.active) - plan.active  # active steps before each batch
+        lrs = [optimizer.learning_rate(step0 + int(k)) for k in taken]
+        run = self._function(_scan_epoch)
+        params, slots, guard, summary = run(
+            model.params, state["slots"], step0, self._guard or _fresh_guard(placement),
+            data.X, data.Y, *plan.arguments(placement, lrs))
+        n_active = int(plan.active.sum())
+        model.params = self._params = params
+        state = optimizer.state = self._state = {"step": step0 + n_active, "slots": slots}
+        self.steps += n_active
+        self._guard = guard
+        loss_total, hit_total, healthy = (float(v) for v in _backend.to_host(summary))
+        if not healthy:
+            self._check(pending=0)
+        return loss_total, hit_total, float(plan.counts.sum())
+
     def evaluate(self, X: Array, Y: Array, w: Array | None = None) -> dict[str, float]:
         """Loss (with the l2 term) and accuracy of the current model on placed data
         (weighted means with per-sample weights ``w``)."""
-        model, xp = self.model, self.model.xp
-        out, _ = model.forward(X)
-        value, _, n = grad.output_loss(model, model.params, out, Y, self._loss_fn, self.l2, w)
-        hits = xp.astype(model.classes_of(out) == model.classes_of(Y), out.dtype)
-        accuracy = xp.mean(hits) if w is None else xp.sum(hits * w) / n
-        return {"loss": float(_backend.to_host(value)),
-                "accuracy": float(_backend.to_host(accuracy))}
+        loss, accuracy = self._function(_evaluation)(self.model.params, X, Y, w)
+        loss, accuracy = self.model.placement.read_scalars([loss, accuracy])
+        return {"loss": loss, "accuracy": accuracy}
+
+
+@dataclass(frozen=True)
+class _EpochPlan:
+    """One epoch's batches, drawn on the host: row indices ``(batches, size)``, per-row
+    weights (None when every row counts once), and what each batch weighs."""
+
+    indices: np.ndarray
+    weights: np.ndarray | None
+    counts: np.ndarray
+
+    def arguments(self, placement: _backend.Placement, lrs: list[float]) -> tuple[Any, ...]:
+        """``indices, weights, lrs, counts`` for ``_scan_epoch``, as host arrays (compiled
+        code takes them as they are); one full batch in order needs no indices, and its
+        rate and count go in as plain numbers."""
+        if self.single:
+            return None, None, lrs[0], float(self.counts[0])
+        dtype = np.dtype(placement.dtype)
+        weights = None if self.weights is None else self.weights.astype(dtype)
+        return (self.indices.astype(_backend.dtype_name(placement.int_dtype)), weights,
+                np.asarray(lrs, dtype=dtype), self.counts.astype(dtype))
+
+    @property
+    def single(self) -> bool:
+        """One full batch, in order, every row weighing 1: train on the data as it is."""
+        return self.indices.shape[0] == 1 and self.weights is None
+
+    @property
+    def active(self) -> np.ndarray:
+        """Batches that hold samples in effect (a batch of zero weight is skipped)."""
+        return (self.counts > 0).astype(np.int64)
+
+    @classmethod
+    def draw(cls, data: _Data, batch_size: int | None, shuffle: bool,
+             rng: np.random.Generator) -> _EpochPlan:
+        """The same order as the eager epoch's (``batches.minibatches``) for the same
+        ``rng``; the last batch padded with weight-0 copies of row 0."""
+        n = data.n
+        size = n if batch_size is None or batch_size >= n else batch_size
+        order = rng.permutation(n) if shuffle and size < n else np.arange(n)
+        n_batches = -(-n // size)
+        pad = n_batches * size - n
+        indices = np.concatenate([order, np.zeros(pad, dtype=order.dtype)])
+        weights = None
+        if data.w_host is not None or pad:
+            rows = np.ones(n) if data.w_host is None else data.w_host[order]
+            weights = np.concatenate([rows, np.zeros(pad)]).reshape(n_batches, size)
+        ordered = None if data.w_host is None else data.w_host[order]
+        counts = batches.batch_counts(n, size, ordered)
+        return cls(indices.reshape(n_batches, size), weights, counts)
+
+
+def _check_compile(model: Sequential, compile: Any) -> bool:
+    if compile is not None and not isinstance(compile, bool):
+        raise TypeError(f"compile must be True, False or None, got {compile!r}")
+    if compile and not model.placement.compiles:
+        raise ValueError(f"compile=True needs a backend that compiles (jax); the model is on "
+                         f"{model.backend!r}")
+    return model.placement.compiles if compile is None else compile
+
+
+def _fresh_guard(placement: _backend.Placement) -> tuple[Array, Array, Array]:
+    """The deferred check's state: every step finite so far, the last finite loss (none
+    yet: NaN) and the steps skipped since the first non-finite one."""
+    xp, device = placement.xp, placement.device_obj
+    return (xp.asarray(True, device=device),
+            xp.asarray(math.nan, dtype=placement.dtype_obj, device=device),
+            xp.asarray(0, dtype=placement.int_dtype, device=device))
+
+
+def _guarded_step(settings: _Settings, count_hits: bool, params: list[Array],
+                  state: dict[str, Any], guard: tuple[Array, Array, Array], X: Array, Y: Array,
+                  w: Array | None, lr: Any
+                  ) -> tuple[list[Array], dict[str, Any], tuple[Array, Array, Array], Array,
+                             Array | None]:
+    """Pure: one step that updates only while every step so far was finite, its update
+    included (``guard``); returns the params, state, guard, loss and (``count_hits``)
+    the weighted hits."""
+    model = settings.model
+    placement = model.placement
+    xp = placement.xp
+    loss, grads, sq_norm, out = _gradients(model, params, X, Y, settings.loss_fn, settings.l2,
+                                           w, settings.clip_norm)
+    healthy = guard[0] & xp.isfinite(loss) & xp.isfinite(sq_norm)
+    params, state, healthy = _update_where(healthy, placement, settings.optimizer, params,
+                                           grads, state, lr)
+    guard = (healthy, xp.where(healthy, loss, guard[1]),
+             guard[2] + xp.astype(~healthy, placement.int_dtype))
+    return params, state, guard, loss, (_hits(model, out, Y, w) if count_hits else None)
+
+
+def _scan_epoch(settings: _Settings, params: list[Array], slots: list[list[Array]], step: Any,
+                guard: tuple[Array, Array, Array], X: Array, Y: Array, indices: Array | None,
+                weights: Array | None, lrs: Any, counts: Any
+                ) -> tuple[list[Array], list[list[Array]], tuple[Array, Array, Array], Array]:
+    """Pure: the epoch's guarded steps as one scan over its batches (compiled code).
+
+    A batch whose count is 0 (all its weights zero) changes nothing and counts no step.
+    Returns the params, slots, guard, and a summary to read back in one transfer: the
+    summed (count-weighted) losses, the summed hits, and 1 if every step was finite.
+    """
+    placement = settings.model.placement
+    xp = placement.xp
+    zero = xp.asarray(0.0, dtype=placement.dtype_obj, device=placement.device_obj)
+
+    def train(carry: Any, Xb: Array, Yb: Array, w: Array | None, lr: Array, count: Array
+              ) -> Any:
+        params, slots, step, guard, loss_sum, hit_sum = carry
+        state = {"step": step, "slots": slots}
+        new = _guarded_step(settings, True, params, state, guard, Xb, Yb, w, lr)
+        new_carry = (new[0], new[1]["slots"], new[1]["step"], new[2],
+                     loss_sum + new[3] * count, hit_sum + new[4])
+        if w is None:  # no batch of zero weight
+            return new_carry
+        return _tree_where(xp, count > 0, new_carry, carry)
+
+    def body(carry: Any, batch: Any) -> tuple[Any, None]:
+        rows, lr, count, w = batch if weights is not None else (*batch, None)
+        Xb, Yb = xp.take(X, rows, axis=0), xp.take(Y, rows, axis=0)
+        return train(carry, Xb, Yb, w, lr, count), None
+
+    carry = (params, slots, step, guard, zero, zero)
+    if indices is None:  # one full batch, in order (_EpochPlan.single): no loop, no gather
+        carry = train(carry, X, Y, None, lrs, counts)
+    else:
+        xs = (indices, lrs, counts) if weights is None else (indices, lrs, counts, weights)
+        carry = placement.scan(body, carry, xs)[0]
+    params, slots, _, guard, loss_sum, hit_sum = carry
+    summary = xp.stack([loss_sum, hit_sum, xp.astype(guard[0], loss_sum.dtype)])
+    return params, slots, guard, summary
+
+
+def _tree_where(xp: Any, cond: Array, new: Any, old: Any) -> Any:
+    """``where(cond, new, old)`` over matching nests of tuples and lists of arrays."""
+    if isinstance(new, (tuple, list)):
+        return type(new)(_tree_where(xp, cond, n, o) for n, o in zip(new, old))
+    return xp.where(cond, new, old)
+
+
+def _evaluation(settings: _Settings, params: list[Array], X: Array, Y: Array,
+                w: Array | None) -> tuple[Array, Array]:
+    """Pure: the loss (with the l2 term) and the (weighted) accuracy of ``params``."""
+    model = settings.model
+    out, _ = model.forward(X, params)
+    value, _, n = grad.output_loss(model, params, out, Y, settings.loss_fn, settings.l2, w)
+    return value, _hits(model, out, Y, w) / n
+
+
+def _hits(model: Sequential, out: Array, Y: Array, w: Array | None) -> Array:
+    """How many samples ``out`` classifies as ``Y`` does (the sum of their weights)."""
+    xp = model.xp
+    right = model.classes_of(out) == model.classes_of(Y)
+    if w is None:
+        return xp.astype(xp.count_nonzero(right), out.dtype)
+    return xp.sum(xp.where(right, w, 0.0))
 
 
 def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X: Array,
                Y: Array, optimizer: optim.Optimizer, loss: str = "mse", l2: float = 0.0,
-               clip_norm: float | None = None
+               clip_norm: float | None = None, lr: Any = None
                ) -> tuple[list[Array], dict[str, Any], Array, Array]:
     """Pure: one step of ``model``'s network from ``params`` and the optimizer ``state``
     (``optimizer.init_state(xp, params)`` to start) on arrays placed on the model.
@@ -352,7 +612,9 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
     Under ``jax.jit`` the step count comes back as an array: start from
     ``state["step"] = jnp.asarray(0)`` to compile once, not twice; a learning-rate
     schedule other than the constant one needs it as a Python int (the optimizer reads
-    it on the host), so use ``Trainer`` for those.
+    it on the host): under ``jax.jit`` pass this step's rate as ``lr``
+    (``optimizer.learning_rate(k)``, an argument, so the rate changes without a new
+    compilation), or train with ``Trainer``, which does that.
     """
     loss_fn = grad.check_loss(model, loss)
     params, state, X, Y, l2, clip_norm = validation.step_arguments(
@@ -360,10 +622,11 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
     placement = model.placement
     xp = placement.xp
     with placement.quiet():
-        value, grads, sq_norm = _gradients(model, params, X, Y, loss_fn, l2, None, clip_norm)
+        value, grads, sq_norm, _ = _gradients(model, params, X, Y, loss_fn, l2, None,
+                                              clip_norm)
         finite = xp.isfinite(value) & xp.isfinite(sq_norm)
         new_params, new_state, finite = _update_where(finite, placement, optimizer, params,
-                                                      grads, state)
+                                                      grads, state, lr)
         new_params, new_state["slots"], (value, finite) = _materialized(
             placement, new_params, new_state["slots"], [value, finite])
     return new_params, new_state, value, finite
@@ -371,9 +634,10 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
 
 def _gradients(model: Sequential, params: list[Array], X: Array, Y: Array, loss_fn: Any,
                l2: float, w: Array | None, clip_norm: float | None
-               ) -> tuple[Array, list[Array], Array]:
-    """The loss, the (clipped) gradients and the squared norm of the unclipped ones."""
-    loss, grads = grad.loss_and_grads(model, params, X, Y, loss_fn, l2, w)
+               ) -> tuple[Array, list[Array], Array, Array]:
+    """The loss, the (clipped) gradients, the squared norm of the unclipped ones and the
+    forward pass's output."""
+    loss, grads, out = grad.loss_grads_and_output(model, params, X, Y, loss_fn, l2, w)
     sq_norm, square_sum = 0.0, model.placement.ops.sum_of_squares
     for g in grads:
         sq_norm = sq_norm + square_sum(g)
@@ -381,30 +645,31 @@ def _gradients(model: Sequential, params: list[Array], X: Array, Y: Array, loss_
         xp = model.placement.xp
         scale = xp.minimum(clip_norm / (xp.sqrt(sq_norm) + 1e-12), 1.0)
         grads = [g * scale for g in grads]
-    return loss, grads, sq_norm
+    return loss, grads, sq_norm, out
 
 
 def _update_copy(placement: _backend.Placement, optimizer: optim.Optimizer,
-                 params: list[Array], grads: list[Array], state: dict[str, Any]
-                 ) -> tuple[list[Array], dict[str, Any]]:
-    """The optimizer's update, leaving ``params`` and the slots of ``state`` intact: where
-    arrays are writable the update writes into copies, so that a step whose update is not
-    finite can be dropped whole."""
+                 params: list[Array], grads: list[Array], state: dict[str, Any],
+                 lr: Any = None) -> tuple[list[Array], dict[str, Any]]:
+    """The optimizer's update (at rate ``lr``, None: the schedule's), leaving ``params``
+    and the slots of ``state`` intact: where arrays are writable the update writes into
+    copies, so that a step whose update is not finite can be dropped whole."""
     if placement.writable:
         xp = placement.xp
         params = [xp.asarray(p, copy=True) for p in params]
         state = {"step": state["step"],
                  "slots": [[xp.asarray(s, copy=True) for s in slots] for slots in state["slots"]]}
-    return optimizer.update(placement.xp, params, grads, state)
+    return optimizer.update(placement.xp, params, grads, state, lr)
 
 
 def _update_where(ok: Array, placement: _backend.Placement, optimizer: optim.Optimizer,
-                  params: list[Array], grads: list[Array], state: dict[str, Any]
-                  ) -> tuple[list[Array], dict[str, Any], Array]:
-    """The optimizer's update where ``ok`` (a 0-d bool array) holds and the update is
-    finite, else ``params`` and the slots of ``state`` (kept intact); and that flag."""
+                  params: list[Array], grads: list[Array], state: dict[str, Any],
+                  lr: Any = None) -> tuple[list[Array], dict[str, Any], Array]:
+    """The optimizer's update (at rate ``lr``, None: the schedule's) where ``ok`` (a 0-d
+    bool array) holds and the update is finite, else ``params`` and the slots of
+    ``state`` (kept intact); and that flag."""
     xp, old_slots = placement.xp, state["slots"]
-    new_params, new_state = _update_copy(placement, optimizer, params, grads, state)
+    new_params, new_state = _update_copy(placement, optimizer, params, grads, state, lr)
     for new in (*new_params, *(s for slots in new_state["slots"] for s in slots)):
         ok = ok & xp.all(xp.isfinite(new))
     new_params = [xp.where(ok, new, old) for new, old in zip(new_params, params)]
@@ -450,6 +715,8 @@ def fit(model: Sequential, X: Any, Y: Any, loss: str = "mse", optimizer: Any = "
 
 
 class _NoBar:
+    """Shows nothing."""
+
     def update(self, logs: dict[str, float]) -> None:
         pass
 
@@ -458,15 +725,15 @@ class _NoBar:
 
 
 class _Bar(_NoBar):
+    """A tqdm bar with the latest loss and accuracy."""
+
     def __init__(self, epochs: int) -> None:
         from tqdm.auto import tqdm
 
         self._bar = tqdm(total=epochs, unit="epoch", leave=False)
 
     def update(self, logs: dict[str, float]) -> None:
-        shown = {"loss": f"{logs['loss']:.4g}"}
-        if "accuracy" in logs:
-            shown["acc"] = f"{logs['accuracy']:.3f}"
+        shown = {k.replace("accuracy", "acc"): f"{v:.4g}" for k, v in logs.items()}
         self._bar.set_postfix(shown, refresh=False)
         self._bar.update(1)
 
@@ -474,13 +741,36 @@ class _Bar(_NoBar):
         self._bar.close()
 
 
+class _Lines(_NoBar):
+    """A line every ``every`` epochs and after the last, as Keras's ``verbose=2``."""
+
+    def __init__(self, epochs: int, every: int, stream: TextIO | None = None) -> None:
+        self.epochs, self.every, self.epoch = epochs, every, 0
+        self.stream = sys.stdout if stream is None else stream
+
+    def update(self, logs: dict[str, float]) -> None:
+        self.epoch += 1
+        if self.epoch % self.every == 0 or self.epoch == self.epochs:
+            shown = " - ".join(f"{k} {v:.4g}" for k, v in logs.items())
+            print(f"epoch {self.epoch}/{self.epochs} - {shown}", file=self.stream, flush=True)
+
+
 def shows_progress(progress: bool = True) -> bool:
-    """Whether ``fit(progress=progress)`` draws a bar: wanted, on a terminal (stderr), and
-    tqdm (the 'progress' extra) installed."""
-    return bool(progress) and sys.stderr.isatty() and importlib.util.find_spec("tqdm") is not None
+    """Whether ``fit(progress=progress)`` draws a bar: wanted, and on a terminal (stderr)."""
+    return bool(progress) and sys.stderr.isatty()
 
 
-def _progress_bar(epochs: int, progress: bool) -> _NoBar:
-    """A tqdm bar on a terminal; nothing when output is redirected or not wanted."""
-    return _Bar(epochs) if shows_progress(progress) else _NoBar()
+def progress_report(epochs: int, progress: bool, verbose: int) -> _NoBar:
+    """A tqdm bar on a terminal; else a line every ``verbose`` epochs (0: nothing)."""
+    if shows_progress(progress):
+        return _Bar(epochs)
+    return _Lines(epochs, verbose) if verbose else _NoBar()
 
+
+def _check_verbose(verbose: Any) -> int:
+    if isinstance(verbose, bool):
+        return int(verbose)
+    if not isinstance(verbose, int) or verbose < 0:
+        raise ValueError(f"verbose must be a non-negative integer (print a line every "
+                         f"verbose epochs; 0: none), got {verbose!r}")
+    return verbose

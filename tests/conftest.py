@@ -30,11 +30,16 @@ ALL = list(pm.BACKENDS)
 
 
 def _setup(name: str) -> None:
-    """Per-backend setup: JAX's float64 (x64) mode for the float64 tests."""
+    """Per-backend setup: JAX's float64 (x64) mode for the float64 tests; torch's default
+    device from PORTABLE_MLP_TORCH_DEVICE (e.g. cuda: scripts/gpu_check.sh)."""
     if name == "jax":
         import jax
 
         jax.config.update("jax_enable_x64", True)
+    if name == "torch" and os.environ.get("PORTABLE_MLP_TORCH_DEVICE"):
+        import torch
+
+        torch.set_default_device(os.environ["PORTABLE_MLP_TORCH_DEVICE"])
 
 
 def _missing(name: str) -> str | None:

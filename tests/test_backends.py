@@ -175,3 +175,7 @@ def test_ops_compute_the_standards_math(backend):
     np.testing.assert_allclose(_backend.to_host(ops.matmul(A.T, A)), a.T @ a, rtol=rtol * 10)
     assert float(_backend.to_host(ops.sum_of_squares(A))) == pytest.approx(np.sum(a * a),
                                                                           rel=rtol * 10)
+    y_host, dy_host = rng.uniform(0.05, 0.95, (5, 2)), rng.standard_normal((5, 2))
+    backward = ops.sigmoid_backward(place.from_host(y_host), place.from_host(dy_host.copy()))
+    np.testing.assert_allclose(_backend.to_host(backward), dy_host * y_host * (1.0 - y_host),
+                               rtol=rtol * 10, atol=1e-30)
