@@ -7,7 +7,7 @@ epoch's (loss, accuracy), both read off the steps' own forward passes (what ``pm
 logs by default, and what a hand loop that tracks its progress computes):
 
 - ``hand``: the loop written in the backend's own API.
-  NumPy: the seed's style (explicit forward, chain rule from the cached activations,
+  NumPy: the scratch_mlp article's style (explicit forward, chain rule from the cached activations,
   in-place updates). torch: autograd and ``torch.optim`` (foreach kernels). JAX: one
   ``jax.jit`` step per batch (the batch gathered inside it) with Adam written by hand
   as optax writes it.
@@ -102,7 +102,7 @@ def build(backend: str, config: FitConfig) -> FitWorkload:
     return FitWorkload(hand, ours, sync, {"compiled": trainer.compiled})
 
 
-# --- NumPy: the seed's style --------------------------------------------------
+# --- NumPy: the scratch_mlp article's style --------------------------------------------------
 
 def _numpy_loop(config: FitConfig, host: list[np.ndarray], X: np.ndarray, Y: np.ndarray
                 ) -> tuple[Callable[[], tuple[float, float]], Callable[[], None]]:

@@ -5,13 +5,13 @@ For one backend and one configuration, ``build(backend, config)`` returns a
 
 - ``floor``: the step's own matmuls alone (forward ``a @ W``, backward ``a.T @ d``
   and ``d @ W.T``), on operands of the step's shapes: what no step can beat;
-- ``hand``: a hand-written step in the backend's own API, written the way the seed
+- ``hand``: a hand-written step in the backend's own API, written the way the scratch_mlp article
   writes NumPy (sigmoid forward, MSE delta, chain rule from cached activations,
   ``W -= lr * g``);
 - ``portable_mlp``: ``Trainer.step`` (or, on ``jax-jit``, ``jax.jit`` of the pure
   ``portable_mlp.train_step``).
 
-The network is the seed's, scaled: Linear layers without bias, sigmoid hidden and
+The network is the scratch_mlp article's, scaled: Linear layers without bias, sigmoid hidden and
 output layers, MSE, plain SGD. ``time_steps`` runs K steps and synchronizes once
 (JAX, CuPy, torch CUDA queue work asynchronously), so the figure is per step.
 """
@@ -81,7 +81,7 @@ BACKEND_ROWS: dict[str, tuple[str, str | None]] = {
     "torch-cuda": ("torch", "cuda:0"),
     "torch-cuda-tf32": ("torch", "cuda:0"),   # TF32 allowed: its own, labelled row
 }
-# Slow backends: only the seed's size is worth timing there.
+# Slow backends: only the article's size is worth timing there.
 XOR_ONLY = {"array_api_strict", "dask"}
 GPU_ROWS = {"cupy", "torch-cuda", "torch-cuda-tf32"}
 
@@ -247,7 +247,7 @@ def _transposed_floor(config: Config, to: Callable[[np.ndarray], Any]
 
 def seed_style_step(np_like: Any, ws: list[Any], X: Any, Y: Any, lr: float, n: int,
                     sigmoid: Callable[[Any], Any] | None = None) -> Any:
-    """One training step the way the seed writes NumPy (CuPy shares NumPy's API, and
+    """One training step the way the scratch_mlp article writes NumPy (CuPy shares NumPy's API, and
     the standard's namespaces serve for array-api-strict and dask):
     sigmoid layers, the MSE delta, the chain rule from cached activations, in-place
     ``W -= lr * g``. ``sigmoid``: the library's own, where it has one (torch).

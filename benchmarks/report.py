@@ -8,6 +8,19 @@ interleaved (floor, hand, portable_mlp, floor, hand, portable_mlp, ...), each
 sample K steps synchronized once; a noisy machine then drifts on all three alike.
 Ratios are medians of the per-round ratios (each round's three samples are taken
 back to back). Writes benchmarks/results/report.json and report.png.
+
+The table's columns:
+  floor, hand, portable_mlp   median time of one training step: the step's matmuls
+                              alone (the GEMM floor), a step hand-written in the
+                              backend's own API, portable_mlp's Trainer.step
+  GFLOP/s f/h/pm              the step's matmul FLOPs per second, for each of the three
+  pm/hand, pm/floor           portable_mlp's step time over the hand-written step's and
+                              over the floor's (1.00: as fast; lower is better)
+  hand/floor                  the hand-written step over the floor: what the
+                              elementwise work and the framework add to the matmuls
+The chart (report.png) shows hand/floor and pm/floor per row; its solid line is the
+floor (1.0), its dashed line 1.10x the floor, the ratio portable_mlp aims to stay under
+on the large configurations.
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_BACKENDS = "numpy,torch,jax,jax-jit"
@@ -115,16 +128,24 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join([*lines, "", *notes])
 
 
-def chart(results: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def chart(results: list[dict[str, Any]], path: Path, title: str) -> str | None:
+    """Draw the measured rows to ``path``; return why nothing was drawn, or None."""
     rows = [r for r in results if "skipped" not in r]
     if not rows:
-        return
-    labels = [f"{r['backend']}\n{r['config']}" for r in rows]
+        return "nothing was measured"
+    try:
+        import matplotlib
+    except ImportError:
+        return "matplotlib is not installed (it comes with the bench extra)"
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 2, 0.5: not 2x10^0 on a log axis
+    # between the powers of ten, label 2, 3 and 5 only (their multiples by powers of ten)
+    sparse = FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "235" else "")
+
+    labels = [f"{r['backend']} {r['config']}" for r in rows]
     hand = [r["hand_over_floor"] for r in rows]
     pm = [r["pm_over_floor"] for r in rows]
     x = range(len(rows))
@@ -134,10 +155,10 @@ def chart(results: list[dict[str, Any]], path: Path, title: str) -> None:
     ax1.bar([i + width / 2 for i in x], pm, width, label="portable_mlp Trainer.step",
             color="#fc8d62")
     ax1.axhline(1.0, color="black", lw=1, label="GEMM floor (= 1)")
-    ax1.axhline(1.10, color="grey", lw=1, ls="--", label="1.10x floor")
+    ax1.axhline(1.10, color="grey", lw=1, ls="--", label="1.10x floor (the aim)")
     ax1.set_yscale("log")
     ax1.set_ylabel("step time / GEMM floor (log; lower is better)")
-    ax1.set_xticks(list(x), labels, fontsize=8)
+    ax1.set_xticks(list(x), labels, fontsize=9, rotation=30, ha="right")
     for i, (r, p) in enumerate(zip(rows, pm, strict=True)):  # the table's paired ratio
         ax1.annotate(f"{r['pm_over_hand']:.2f}x", (i + width / 2, p), ha="center", va="bottom",
                      fontsize=7)
@@ -150,30 +171,101 @@ def chart(results: list[dict[str, Any]], path: Path, title: str) -> None:
                 label=variant, color=color)
     ax2.set_yscale("log")
     ax2.set_ylabel("GFLOP/s (matmul FLOPs / step time)")
-    ax2.set_xticks(list(x), labels, fontsize=8)
+    ax2.set_xticks(list(x), labels, fontsize=9, rotation=30, ha="right")
+    ax2.set_xlabel("backend and configuration")
+    for ax in (ax1, ax2):
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(sparse)
+        ax.tick_params(axis="y", which="minor", labelsize=7)
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (portable_mlp.cli's parser does the same, but
+    importing portable_mlp here would load NumPy before --threads can apply)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(low: float, kind: type) -> Any:
+    what = f"{'an integer' if kind is int else 'a finite number'} >= {low:g}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not value >= low or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _names(text: str, known: Any, flag: str, parser: _Parser) -> list[str]:
+    """The comma-separated names of ``text``, each one of ``known``; else a one-line error."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        what = f"unknown {', '.join(map(repr, unknown))}" if unknown else "no name given"
+        parser.error(f"{flag}: {what}; expected a comma-separated list of {', '.join(known)}")
+    return names
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog="python -m benchmarks.report", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", default=DEFAULT_BACKENDS,
                         help="comma-separated rows: numpy, torch, jax, jax-jit, "
-                             "array_api_strict, dask, cupy, torch-cuda (default: %(default)s)")
+                             "array_api_strict, dask, cupy, torch-cuda, torch-cuda-tf32 "
+                             "(default: %(default)s)")
     parser.add_argument("--configs", default="xor,mnist,wide,deep",
                         help="comma-separated: xor, mnist, wide, deep, wide4096 (GPU)")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
-    parser.add_argument("--sample-s", type=float, default=0.25,
+    parser.add_argument("--rounds", type=_at_least(1, int), default=7,
+                        help="interleaved rounds (default 7)")
+    parser.add_argument("--sample-s", type=_at_least(1e-3, float), default=0.25,
                         help="target seconds per sample of K steps (default 0.25)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=_at_least(1, int), default=None,
                         help="pin BLAS/torch/XLA thread pools to this many threads")
     parser.add_argument("--keep-memory", action="store_true",
                         help="glibc keeps freed memory (mallopt): no page-fault noise")
+    parser.add_argument("--fit-configs", default="xor,digits,mnist",
+                        help="whole-training rows (benchmarks.fit): comma-separated xor, "
+                             "digits, mnist, or 'none' (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for report.json/png")
+    return parser
+
+
+def fit_rows(configs: list[str], rows: list[str], rounds: int) -> list[dict[str, Any]]:
+    """The whole-training rows: ``pm.fit`` against the hand loop, per epoch, for the
+    backends among ``rows`` that benchmarks.fit knows (jax-jit is jax there)."""
+    from benchmarks import fit
+
+    backends = [b for b in fit.BACKENDS
+                if (b in rows or (b == "jax" and "jax-jit" in rows)) and fit.available(b) is None]
+    if not backends:
+        return []
+    if "jax" in backends:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # fit's xor trains in float64
+    found = []
+    for config in configs:
+        print(f"measuring fit {config} ...", file=sys.stderr, flush=True)
+        found += fit.measure(config, backends, rounds)
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out}: is not a folder")
     if args.threads:
         _limit_threads(args.threads)
         try:
@@ -182,25 +274,41 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         except ImportError:
             pass
+    from benchmarks import _workloads as w  # after the thread limits: it imports NumPy
+
+    configs = _names(args.configs, w.CONFIGS, "--configs", parser)
+    rows = _names(args.backends, w.BACKEND_ROWS, "--backends", parser)
+    from benchmarks._fit_loops import FIT_CONFIGS
+
+    fit_configs = ([] if args.fit_configs == "none"
+                   else _names(args.fit_configs, FIT_CONFIGS, "--fit-configs", parser))
     if args.keep_memory and not _keep_memory():
         print("--keep-memory: mallopt is not available here; ignored", file=sys.stderr)
     results = []
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    for config in args.configs.split(","):
-        for row in args.backends.split(","):
+    for config in configs:
+        for row in rows:
             print(f"measuring {row} {config} ...", file=sys.stderr, flush=True)
             results.append(measure(row, config, args.rounds, args.sample_s))
+    fits = fit_rows(fit_configs, rows, args.rounds)
     text = table(results)
+    if fits:
+        from benchmarks import fit
+
+        text += "\n\nwhole training, per epoch (python -m benchmarks.fit):\n" + fit.table(fits)
     print(f"# python -m benchmarks.report {' '.join(argv if argv is not None else sys.argv[1:])}"
           f"\n# {started}, {os.cpu_count()} CPUs, {args.rounds} rounds, step times are medians\n")
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(
         {"started": started, "argv": argv if argv is not None else sys.argv[1:],
-         "results": results}, indent=1, default=str))
-    chart(results, args.out / "report.png", f"portable_mlp training step vs hand-written and "
-          f"GEMM floor ({started})")
-    print(f"\nwrote {args.out / 'report.json'} and {args.out / 'report.png'}")
+         "results": results, "fit": fits}, indent=1, default=str))
+    png = args.out / "report.png"
+    png.unlink(missing_ok=True)  # never leave a chart of another run beside this JSON
+    why_not = chart(results, png, f"portable_mlp training step vs hand-written and GEMM floor "
+                    f"({started})")
+    print(f"\nwrote {args.out / 'report.json'}" + (f" and {png}" if why_not is None else
+                                                    f"; no chart: {why_not}"))
     return 0
 
 

@@ -26,6 +26,8 @@ from typing import Any
 import array_api_compat as compat
 import numpy as np
 
+from portable_mlp import _install
+
 BACKENDS = ("numpy", "cupy", "torch", "jax", "dask", "array_api_strict")
 
 # module to import, namespace to use, pip extra that installs it
@@ -73,7 +75,10 @@ def install_hint(name: str) -> str:
     extra = _MODULES[check_name(name)][2]
     if extra is None:
         return "pip install numpy"
-    return " or ".join(f"pip install 'portable_mlp[{e}]'" for e in extra.split(" or "))
+    hint = _install.pip_install(*extra.split(" or "))
+    if name == "torch":  # the default wheel on Linux is the CUDA build, several GB
+        hint += f" (without an NVIDIA GPU, first the CPU build: {_install.CPU_TORCH})"
+    return hint
 
 
 def describe(name: str) -> dict[str, Any]:
@@ -156,7 +161,7 @@ class Ops:
     Each computes the standard's math; where the library has a faster spelling of it,
     that one is used, as array-api-extra delegates to a library's own function where one
     exists. NumPy: ``ndarray.dot`` on small products skips ``matmul``'s ufunc dispatch
-    (about 0.6 us a call, a third of a matmul on the seed's tiny arrays), the sigmoid
+    (about 0.6 us a call, a third of a matmul on the scratch_mlp article's tiny arrays), the sigmoid
     runs in one buffer, ``np.vdot`` sums squares without a reshape. PyTorch and JAX:
     their fused sigmoid (one pass, not the expression's four; one dispatch on JAX).
     """
@@ -330,9 +335,14 @@ def resolve_device(name: str, spec: Any) -> Any:
         # arrays placed there are recognised as this model's (Placement.owns compares specs)
         return default if default is not None else compat.device(xp.zeros(0))
     wanted = device_spec(spec)
-    for dev in devices(name):
-        if device_spec(dev) == wanted:
-            return dev
+    kind, _, index = wanted.partition(":")
+    spellings = [wanted]
+    if index in ("", "0"):  # "cpu" and "cpu:0" (likewise "cuda", "cuda:0") name one device
+        spellings.append(kind if index else f"{kind}:0")
+    for spelling in spellings:
+        for dev in devices(name):
+            if device_spec(dev) == spelling:
+                return dev
     offered = ", ".join(device_spec(d) for d in devices(name))
     raise ValueError(f"device {wanted!r} is not available on backend {name!r}; "
                      f"available: {offered}")

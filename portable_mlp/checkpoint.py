@@ -40,6 +40,7 @@ import safetensors.numpy
 from portable_mlp import _backend, layers, optim, validation
 from portable_mlp._backend import Placement
 from portable_mlp.callbacks import Callback
+from portable_mlp.train import DivergenceError
 
 if TYPE_CHECKING:
     from portable_mlp.model import Sequential
@@ -616,8 +617,6 @@ class Checkpoint(Callback):
         bad = {key: value for key, value in logs.items() if not math.isfinite(value)}
         if bad:
             trainer.check_divergence()  # a step skipped as non-finite: the exact step
-            from portable_mlp.train import DivergenceError
-
             key, value = next(iter(bad.items()))
             last = "none yet" if self._last_loss is None else f"{self._last_loss:.6g}"
             raise DivergenceError(trainer.steps, self._last_loss, detail=(

@@ -10,7 +10,8 @@ from portable_mlp import validation
 
 
 def xor(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The seed's XOR data: ``RandomState(seed).randn(n, 2)``, label ``x0 > 0 xor x1 > 0``.
+    """The scratch_mlp article's XOR data: ``RandomState(seed).randn(n, 2)``, label
+    ``x0 > 0 xor x1 > 0``.
 
     Returns X float64 (n, 2) and y int64 (n,).
     """

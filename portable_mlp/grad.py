@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from portable_mlp import _backend, layers, losses, validation
-
-if TYPE_CHECKING:
-    from portable_mlp.model import Sequential
+from portable_mlp.model import Sequential, check_model
 
 Array = Any
 
 
 def check_loss(model: Sequential, loss: str) -> losses.Loss:
     """The loss function, refusing a logit loss on a model that does not output logits."""
-    validation.check_model(model)
+    check_model(model)
     fn = losses.get(loss)
     if loss in losses.LOGIT_LOSSES and not isinstance(model.pieces[-1],
                                                        (layers.Identity, layers.Linear)):

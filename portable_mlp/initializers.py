@@ -14,7 +14,7 @@ Initializer = Callable[[np.random.Generator, int, int], np.ndarray]
 
 
 def uniform(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
-    """The seed's: uniform in [-1, 1), scaled by 1/sqrt(fan_in)."""
+    """The scratch_mlp article's: uniform in [-1, 1), scaled by 1/sqrt(fan_in)."""
     return rng.uniform(-1.0, 1.0, size=(fan_in, fan_out)) / np.sqrt(fan_in)
 
 

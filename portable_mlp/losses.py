@@ -23,7 +23,7 @@ Loss = Callable[..., tuple[Array, Array]]
 
 
 def mse(ops: Ops, out: Array, y: Array, w: Array | None = None) -> tuple[Array, Array]:
-    """The seed's squared error: ``sum((out - y)**2) / (2N)``."""
+    """The scratch_mlp article's squared error: ``sum((out - y)**2) / (2N)``."""
     delta = out - y
     if w is None:
         n = out.shape[0]

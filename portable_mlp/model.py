@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -84,6 +85,11 @@ class Sequential:
         return self._n_outputs
 
     @property
+    def n_params(self) -> int:
+        """How many numbers training adjusts: the entries of every parameter array."""
+        return sum(math.prod(p.shape) for p in self.params)
+
+    @property
     def decayed(self) -> list[bool]:
         """Per parameter: whether the l2 penalty applies (weight matrices, not biases)."""
         return self._decayed
@@ -137,6 +143,28 @@ class Sequential:
         """Class indices: argmax of the output (one output: thresholded)."""
         return self.classes_of(self(X))
 
+    def predict_proba(self, X: Any) -> Array:
+        """Class probabilities: ``(n, k)`` rows that sum to 1, on the model's backend
+        (one output: ``(n, 2)``, the columns ``1 - p`` and ``p``, as scikit-learn gives them).
+
+        Read off the output piece: a Softmax's outputs as they are; logits (an Identity
+        output, for the cross-entropy losses) through a softmax; a Sigmoid's outputs (the
+        MSE networks) normalized to sum to 1. One output is a probability through a sigmoid
+        (logits) or as it is (Sigmoid). A multi-label model trained with
+        ``binary_cross_entropy`` wants no normalizing: take ``Sigmoid`` of its logits.
+        """
+        last = self.pieces[-1]
+        if not isinstance(last, (layers.Sigmoid, layers.Softmax, layers.Identity)):
+            raise TypeError(f"predict_proba needs a model that ends with a Sigmoid, a Softmax "
+                            f"or an Identity (logits); this one ends with {last!r}")
+        out, xp, ops = self(X), self.xp, self.placement.ops
+        if isinstance(last, layers.Identity):  # logits
+            squash = layers.Softmax() if out.shape[1] > 1 else layers.Sigmoid()
+            out = squash.forward(ops, [], out)[0]
+        if out.shape[1] == 1:
+            return xp.concat([1.0 - out, out], axis=1)
+        return out / xp.sum(out, axis=1, keepdims=True)
+
     def classes_of(self, out: Array) -> Array:
         xp = self.xp
         if out.shape[1] > 1:
@@ -155,11 +183,31 @@ class Sequential:
         self.placement = state["placement"]
         self._set_host_params(state["params"])
 
+    def summary(self, file: TextIO | None = None) -> None:
+        """Print a table of the pieces (each one's output shape and parameter count) and
+        the total, as Keras's ``model.summary()`` does; ``repr(model)`` is the same text."""
+        print(repr(self), file=file)
+
     def __repr__(self) -> str:
-        inner = ", ".join(map(repr, self.pieces))
         p = self.placement
-        return (f"Sequential([{inner}], backend={p.backend!r}, device={p.device!r}, "
-                f"dtype={p.dtype!r})")
+        rows = [("#", "piece", "output", "params")]
+        size = self.n_features
+        for i, (piece, where) in enumerate(zip(self.pieces, self._slices)):
+            size = piece.output_size(size)
+            count = sum(math.prod(a.shape) for a in self.params[where])
+            rows.append((str(i), repr(piece), f"(n, {size})", f"{count:,}"))
+        widths = [max(len(row[c]) for row in rows) for c in range(4)]
+        lines = [f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
+                 f"{r[3]:>{widths[3]}}" for r in rows]
+        return "\n".join([f"Sequential on {p.backend!r}, device {p.device!r}, {p.dtype}: "
+                          f"{self.n_features} inputs, {self.n_params:,} parameters", *lines])
+
+
+def check_model(model: Any) -> Sequential:
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a portable_mlp model (pm.Sequential or pm.MLP), "
+                        f"got {type(model).__name__}")
+    return model
 
 
 def MLP(  # noqa: N802 - a constructor, named like the class it builds

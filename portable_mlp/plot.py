@@ -1,7 +1,8 @@
-"""Pictures of training, as in the seed's "Let's run this!": accuracy on the left, the learned
+"""Pictures of training, as at the end of the scratch_mlp article: accuracy on the left, the learned
 decision boundary in the middle, the loss on the right; and an animated GIF of them over training.
 
-Needs matplotlib (and Pillow, which matplotlib brings): ``pip install 'portable_mlp[plot]'``.
+Needs matplotlib (and Pillow, which matplotlib brings): the ``plot`` extra, e.g.
+``pip install '.[plot]'`` from a clone (the error names the command for this copy).
 ``import portable_mlp`` never imports this module. Figures are drawn on matplotlib's Agg canvas
 with no pyplot state, so this works without a screen and inside other programs.
 
@@ -27,8 +28,10 @@ try:
     from matplotlib.figure import Figure
     from PIL import Image
 except ImportError as exc:  # pragma: no cover - depends on the environment
+    from portable_mlp._install import pip_install
+
     raise ImportError(f"portable_mlp.plot needs matplotlib and Pillow ({exc}); "
-                      "try: pip install 'portable_mlp[plot]'") from exc
+                      f"try: {pip_install('plot')}") from exc
 
 if TYPE_CHECKING:
     from portable_mlp.model import Sequential

@@ -617,6 +617,10 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
     compilation), or train with ``Trainer``, which does that.
     """
     loss_fn = grad.check_loss(model, loss)
+    if not isinstance(optimizer, optim.Optimizer):
+        raise TypeError(f"optimizer must be a portable_mlp Optimizer (pm.SGD(...), "
+                        f"pm.Adam(...)), the one whose init_state made state; got "
+                        f"{type(optimizer).__name__} {optimizer!r}"[:300])
     params, state, X, Y, l2, clip_norm = validation.step_arguments(
         model, params, state, X, Y, optimizer, l2, clip_norm)
     placement = model.placement

@@ -15,17 +15,16 @@ import array_api_compat.numpy as npx
 import numpy as np
 
 from portable_mlp import _backend
+from portable_mlp.encoding import one_hot
+from portable_mlp.layers import Linear, Piece
 
-if TYPE_CHECKING:
-    from portable_mlp.layers import Piece
+if TYPE_CHECKING:  # for annotations only: the model module imports this one
     from portable_mlp.model import Sequential
 
 Array = Any
 
 
 def check_pieces(pieces: Sequence[Piece]) -> list[Piece]:
-    from portable_mlp.layers import Linear, Piece
-
     if not isinstance(pieces, Sequence) or isinstance(pieces, str) or not pieces:
         raise ValueError(f"pieces must be a non-empty list of pieces, got {pieces!r}")
     for piece in pieces:
@@ -39,15 +38,6 @@ def check_pieces(pieces: Sequence[Piece]) -> list[Piece]:
     for piece in pieces:
         size = piece.output_size(size)
     return list(pieces)
-
-
-def check_model(model: Any) -> Sequential:
-    from portable_mlp.model import Sequential
-
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model must be a portable_mlp model (pm.Sequential or pm.MLP), "
-                        f"got {type(model).__name__}")
-    return model
 
 
 def check_seed(seed: Any) -> int | None:
@@ -115,13 +105,8 @@ def step_arguments(model: Sequential, params: Any, state: Any, X: Any, Y: Any,
     (types, lengths, shapes, dtypes), so that the checks hold for arrays that
     ``jax.jit`` is tracing and run once per compilation there. ``l2`` and ``clip_norm``
     must be Python numbers (static under ``jax.jit``). Returns the params, state, X and
-    Y (torch tensors detached from any autograd graph), ``l2`` and ``clip_norm``."""
-    from portable_mlp.optim import Optimizer
-
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a portable_mlp Optimizer (pm.SGD(...), "
-                        f"pm.Adam(...)), the one whose init_state made state; got "
-                        f"{type(optimizer).__name__} {optimizer!r}"[:300])
+    Y (torch tensors detached from any autograd graph), ``l2`` and ``clip_norm``.
+    ``optimizer`` is an Optimizer already (the caller checks its type)."""
     l2 = non_negative("l2", l2)
     clip_norm = positive("clip_norm", clip_norm, allow_none=True)
     detached = model.placement.detached
@@ -215,12 +200,40 @@ def fits(model: Sequential, X: Array, Y: Array) -> bool:
 
 def targets(model: Sequential, Y: Any, n: int, name: str = "Y",
             check_values: bool = False) -> Array:
-    """``Y`` as a (n, n_outputs) array matching ``n`` rows of X."""
+    """``Y`` as a (n, n_outputs) array matching ``n`` rows of X.
+
+    1-D integer class labels are accepted too, as Keras's sparse losses take them: they
+    are one-hot encoded on the model's backend (a model with one output takes 0/1 labels
+    as its one column).
+    """
+    Y = _encoded_labels(model, Y, name)
     out = rows(model, Y, name, model.n_outputs, check_values)
     if out.shape[0] != n:
         raise ValueError(f"X and {name} have different lengths: {n} rows in X, "
                          f"{out.shape[0]} in {name}")
     return out
+
+
+def _encoded_labels(model: Sequential, Y: Any, name: str) -> Any:
+    """1-D integer labels (host or the model's own) one-hot encoded on the model's device;
+    anything else as it is, for ``rows`` to check."""
+    placement = model.placement
+    if isinstance(Y, (list, tuple)):
+        Y = np.asarray(Y)
+    host = isinstance(Y, np.ndarray)
+    if not (host or placement.owns(Y)) or Y.ndim != 1:
+        return Y
+    k = model.n_outputs
+    if not (Y.dtype.kind in "iu" if host else model.xp.isdtype(Y.dtype, "integral")):
+        raise ValueError(f"{name} must be 2-D, (n, {k}) targets, or 1-D integer class "
+                         f"labels; got a 1-D array of dtype {Y.dtype} (labels held as floats: "
+                         f"convert them to integers first)")
+    labels = placement.indices(Y) if host else Y
+    try:
+        return one_hot(labels, max(k, 2), dtype=model.dtype)[:, -k:]  # one output: column 1
+    except ValueError as exc:
+        raise ValueError(f"{name} holds class labels, but the model has "
+                         f"{k} output{'s' if k > 1 else ''} ({exc})") from None
 
 
 def sample_weights(model: Sequential, weights: Any, n: int,

@@ -1,6 +1,6 @@
 """1,000,000 XOR training steps on NumPy: does memory stay flat?
 
-Trains the seed's 2-3-2 sigmoid network (full batch, SGD lr 0.5) and reads the
+Trains the scratch_mlp article's 2-3-2 sigmoid network (full batch, SGD lr 0.5) and reads the
 process's resident memory (RSS, from /proc/self/statm) and, with --tracemalloc,
 the bytes Python has allocated, every --every steps. Prints a table and the
 growth between the first reading after warm-up and the last.

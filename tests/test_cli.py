@@ -1,17 +1,20 @@
 """``portable-mlp`` end to end, in a subprocess: exit codes, what it prints, what it writes."""
 
 import importlib.util
+import json
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import portable_mlp
-from portable_mlp import _backend
+from portable_mlp import _backend, cli
 
 PROG = [sys.executable, "-m", "portable_mlp.cli"]
 # the subprocesses import this checkout's portable_mlp, installed or not, from any directory
@@ -49,7 +52,8 @@ def test_xor_default_learns_xor_and_prints_plain_lines_when_not_a_terminal():
     result = run("xor")
     assert result.returncode == 0, result.stderr
     assert "2-8-2 sigmoid MLP on XOR (300 points)" in result.stdout
-    assert re.search(r"^epoch +1000  loss \S+  accuracy \S+$", result.stdout, re.M)
+    assert re.search(r"^epoch 100/1000 - loss \S+ - accuracy \S+$", result.stdout, re.M)
+    assert re.search(r"^epoch 1000/1000 - loss \S+ - accuracy \S+$", result.stdout, re.M)
     assert final_accuracy(result.stdout) >= 0.99
     assert result.stderr == ""
 
@@ -82,7 +86,7 @@ def test_xor_shows_a_progress_bar_on_a_terminal():
     assert proc.wait(timeout=120) == 0
     out = b"".join(chunks).decode(errors="replace")
     assert "epoch/s" in out and "loss=" in out and "acc=" in out
-    assert not re.search(r"^epoch +\d+  loss", out, re.M)  # no plain lines beside the bar
+    assert not re.search(r"^epoch \d+/\d+ - loss", out, re.M)  # no plain lines beside the bar
     assert "final accuracy" in out
 
 
@@ -114,7 +118,7 @@ def test_info_lists_every_backend():
         installed = _installed(name)
         assert row[1] == ("yes" if installed else "no")
         if not installed:
-            assert f"{name}: pip install 'portable_mlp[" in result.stdout
+            assert f"{name}: {_backend.install_hint(name)}" in result.stdout
 
 
 def test_plot_and_gif_are_written(tmp_path):
@@ -160,12 +164,12 @@ def test_bad_arguments_end_with_one_line(args, fragments):
     assert_user_error(run(*args), *fragments)
 
 
-def test_an_uninstalled_backend_says_how_to_install_it():
+def test_an_uninstalled_backend_says_how_to_install_it(tmp_path):
     missing = [n for n in _backend.BACKENDS if not _installed(n)]
     if not missing:
         pytest.skip("every backend is installed here")
-    assert_user_error(run("xor", "--backend", missing[0]), "is not installed",
-                      "pip install 'portable_mlp[")
+    assert_user_error(run("xor", "--backend", missing[0], cwd=tmp_path), "is not installed",
+                      f"pip install '{ROOT}[")  # run from elsewhere: the checkout's path
 
 
 @pytest.mark.parametrize("flag, name, fragment", [
@@ -181,7 +185,192 @@ def test_unwritable_outputs_are_refused_before_training(tmp_path, flag, name, fr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-dir.png"]  # nothing left behind
 
 
-def test_install_hints_are_pip_commands_one_extra_each():
-    assert _backend.install_hint("torch") == "pip install 'portable_mlp[torch]'"
-    assert _backend.install_hint("cupy") == ("pip install 'portable_mlp[cuda12]' or "
-                                             "pip install 'portable_mlp[cuda13]'")
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (os.mkfifo, "is not a regular file"),  # opening it to write would block: a hang
+    (lambda path: os.symlink("missing/target.png", path), "symbolic link to a missing file"),
+])
+def test_plot_onto_a_fifo_or_a_dangling_symlink_is_refused(tmp_path, make, fragment):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("POSIX only")
+    make(tmp_path / "xor.png")
+    assert_user_error(run("xor", "--plot", "xor.png", cwd=tmp_path), "--plot xor.png", fragment)
+    assert [p.name for p in tmp_path.iterdir()] == ["xor.png"]  # the link kept, no target made
+    assert not (tmp_path / "missing").exists()
+
+
+def test_an_empty_plot_name_is_named_as_given():
+    assert_user_error(run("xor", "--plot", ""), "--plot", "expected a file name, got ''")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--hidden", "100000000"], ["of memory", "network 2-100000000-2", "--hidden"]),
+    (["--hidden", "200000", "200000"], ["of memory", "network 2-200000-200000-2"]),
+])
+def test_a_run_too_big_for_memory_is_refused_before_it_starts(args, fragments):
+    assert_user_error(run("xor", *args), *fragments)
+
+
+def test_too_many_samples_for_memory_are_refused_before_any_is_drawn():
+    assert_user_error(run("train", "--samples", str(10**15)), "of memory", "--samples")
+
+
+def test_an_allocation_failure_is_one_line(monkeypatch, capsys):
+    def moons(*args, **kwargs):
+        raise MemoryError("Unable to allocate 3 TiB for an array")
+
+    monkeypatch.setattr(portable_mlp.datasets, "moons", moons)
+    assert cli.main(["train", "--quiet"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("portable-mlp: error: out of memory (Unable to allocate 3 TiB")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--dataset", "spirals", "--samples", "2"],
+     "--samples 2: spirals with 3 arms need at least 3"),
+    (["--dataset", "spirals", "--classes", "10", "--samples", "5"],
+     "--samples 5: spirals with 10 arms need at least 10"),
+])
+def test_too_few_samples_are_named_as_the_flag(args, fragment):
+    assert_user_error(run("train", *args), fragment)
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout == f"portable-mlp {portable_mlp.__version__}\n"
+
+
+@pytest.mark.parametrize("command", [[], ["xor"], ["train"], ["info"]])
+def test_help_is_plain_text_that_names_no_jargon(command):
+    result = run(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "``" not in result.stdout and "the seed's" not in result.stdout
+
+
+def test_diverging_run_names_the_flags_that_help():
+    result = run("train", "--activation", "relu", "--optimizer", "sgd", "--momentum", "0",
+                 "--lr", "1e300", "--loss", "mse", "--epochs", "20", "--quiet")
+    assert result.returncode == 2, result
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("portable-mlp: error: training diverged at step")
+    assert "--lr (now 1e+300)" in last and "--clip-norm 1.0" in last and "clip_norm" not in last
+
+
+def test_clip_norm_is_a_flag():
+    result = run("xor", "--clip-norm", "0.5", "--epochs", "3")
+    assert result.returncode == 0, result.stderr
+    assert "clip norm 0.5" in result.stdout
+
+
+def test_cpu_and_cpu0_name_one_device():
+    for device in ("cpu", "cpu:0"):
+        result = run("xor", "--device", device, "--epochs", "1", "--quiet")
+        assert result.returncode == 0, result.stderr
+
+
+def test_a_backend_that_cannot_help_at_this_size_says_so():
+    result = run("xor", "--backend", "array_api_strict", "--epochs", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("portable-mlp: note: a step here is about")
+    assert "--backend numpy is faster" in result.stderr and result.stderr.count("\n") == 1
+    assert "note:" not in run("xor", "--backend", "array_api_strict", "--epochs", "2",
+                              "--quiet").stderr
+
+
+def test_threads_limits_torch_and_blas_for_the_run_only():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    with cli.thread_limit(1, "torch"):
+        assert torch.get_num_threads() == 1
+        assert all(p["num_threads"] == 1 for p in threadpoolctl.threadpool_info()
+                   if p["user_api"] == "blas")
+    assert torch.get_num_threads() == before
+    assert [p["num_threads"] for p in threadpoolctl.threadpool_info()
+            if p["user_api"] == "blas"][:len(blas)] == [p["num_threads"] for p in blas]
+
+
+def test_threads_flag_runs():
+    result = run("xor", "--threads", "1", "--epochs", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+
+
+def test_ctrl_c_says_where_it_stopped_and_still_writes_the_picture(tmp_path):
+    pytest.importorskip("matplotlib")
+    if not hasattr(signal, "SIGINT") or os.name != "posix":
+        pytest.skip("POSIX signals")
+    # a shell without job control starts background jobs with SIGINT ignored: restore Python's
+    # handler in the child (not with preexec_fn: forking runs the at-fork hooks of JAX here)
+    code = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+            " sys.argv = ['portable-mlp', *sys.argv[1:]];"
+            " runpy.run_module('portable_mlp.cli', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", code, "xor", "--epochs", "1000000", "--plot",
+                             "xor.png"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path, env=ENV)
+    assert proc.stdout.readline().startswith("training ")
+    time.sleep(1.0)  # some epochs
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert re.fullmatch(r"portable-mlp: interrupted in epoch (\d+) of 1000000 \(step \d+\); "
+                        r"last loss \d\.\d+, accuracy \d\.\d+\n", err), err
+    assert "wrote xor.png" in out and (tmp_path / "xor.png").stat().st_size > 0
+
+
+# --- install hints: one pip command, worded for where this copy came from -----------
+
+@pytest.fixture
+def elsewhere(monkeypatch, tmp_path):
+    """portable_mlp as if installed into site-packages; ``use(direct_url)`` sets what pip
+    recorded (None: installed from an index)."""
+    from portable_mlp import _install
+
+    monkeypatch.setattr(_install, "__file__", str(tmp_path / "site" / "portable_mlp" / "x.py"))
+
+    def use(direct_url):
+        class Dist:
+            def read_text(self, name):
+                return None if direct_url is None else json.dumps(direct_url)
+
+        monkeypatch.setattr(_install.metadata, "distribution", lambda name: Dist())
+        _install._source.cache_clear()
+        return _install
+
+    yield use
+    _install._source.cache_clear()
+
+
+def test_install_hint_from_a_checkout_names_the_checkout(tmp_path, monkeypatch):
+    from portable_mlp import _install
+
+    monkeypatch.chdir(ROOT)
+    assert _install.pip_install("torch") == "pip install '.[torch]'"
+    monkeypatch.chdir(tmp_path)
+    assert _install.pip_install("cuda12", "cuda13") == (
+        f"pip install '{ROOT}[cuda12]' or pip install '{ROOT}[cuda13]'")
+    assert _backend.install_hint("torch").startswith(f"pip install '{ROOT}[torch]' (")
+    assert "https://download.pytorch.org/whl/cpu" in _backend.install_hint("torch")
+
+
+def test_install_hint_after_pip_install_of_a_folder(elsewhere, tmp_path, monkeypatch):
+    clone = tmp_path / "my clone"
+    clone.mkdir()
+    (clone / "pyproject.toml").write_text('[project]\nname = "portable_mlp"\n')
+    install = elsewhere({"url": (clone.as_uri()), "dir_info": {}})
+    assert install.pip_install("plot") == f"pip install '{clone}[plot]'"
+    monkeypatch.chdir(clone)
+    assert install.pip_install("plot") == "pip install '.[plot]'"
+
+
+def test_install_hint_after_pip_install_of_a_url(elsewhere):
+    url = "git+https://example.org/portable_mlp.git@0123abc"
+    install = elsewhere({"url": url, "vcs_info": {"vcs": "git", "commit_id": "0123abc"}})
+    assert install.pip_install("jax") == f"pip install 'portable_mlp[jax] @ {url}'"
+
+
+def test_install_hint_after_pip_install_from_an_index(elsewhere):
+    assert elsewhere(None).pip_install("dask") == "pip install 'portable_mlp[dask]'"

@@ -1,4 +1,5 @@
-"""Divergence: DivergenceError with the seed's advice; the last finite state is kept."""
+"""Divergence: DivergenceError with the scratch_mlp article's advice; the last finite state
+is kept."""
 
 from __future__ import annotations
 
