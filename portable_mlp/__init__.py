@@ -11,6 +11,7 @@ from portable_mlp.checkpoint import Checkpoint, load, load_optimizer, save
 from portable_mlp.encoding import one_hot
 from portable_mlp.grad import GradcheckError, gradcheck, value_and_grad
 from portable_mlp.layers import Identity, Linear, Piece, ReLU, Sigmoid, Softmax, Tanh
+from portable_mlp.lbfgs import LBFGS
 from portable_mlp.model import MLP, Sequential
 from portable_mlp.optim import SGD, Adam, Optimizer
 from portable_mlp.train import DivergenceError, Trainer, TrainingInterrupted, fit, train_step
@@ -18,7 +19,7 @@ from portable_mlp.train import DivergenceError, Trainer, TrainingInterrupted, fi
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKENDS", "MLP", "SGD", "Adam", "BackendUnavailable", "Callback", "Checkpoint",
+    "BACKENDS", "LBFGS", "MLP", "SGD", "Adam", "BackendUnavailable", "Callback", "Checkpoint",
     "DivergenceError", "EarlyStopping", "GradcheckError", "Identity", "LambdaCallback", "Linear",
     "Optimizer", "Piece", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "Trainer",
     "TrainingInterrupted", "datasets", "fit", "gradcheck", "initializers", "load",

@@ -8,7 +8,9 @@ scaled by ``w[i]`` rather than by ``1/n``. Without ``w`` nothing extra is comput
 ``value`` is a 0-d array on the model's device (never read back here).
 The cross-entropies take logits (an Identity or Linear output layer) and fuse
 the final softmax/sigmoid into the loss, which is what makes them stable and
-their delta simple: ``(softmax(z) - Y) / N`` and ``(sigmoid(z) - Y) / N``.
+their delta simple: ``(softmax(z) - Y) / N`` and ``(sigmoid(z) - Y) / N``. The
+Poisson loss takes the log of the predicted mean the same way (its output link is
+``exp``, as in scikit-learn's MLPRegressor): delta ``(exp(z) - Y) / N``.
 """
 
 from __future__ import annotations
@@ -67,6 +69,37 @@ def binary_cross_entropy(ops: Ops, z: Array, y: Array, w: Array | None = None
     return value, delta
 
 
+def poisson(ops: Ops, z: Array, y: Array, w: Array | None = None) -> tuple[Array, Array]:
+    """Half the Poisson deviance of the mean ``exp(z)``, summed over outputs, over N.
+
+    ``y * log(y / exp(z)) - y + exp(z)`` per entry (``0 * log 0`` is 0), as
+    scikit-learn's ``poisson_loss``: 0 where ``exp(z) == y``. Needs ``y >= 0``
+    (``check_targets`` says so up front; a negative target makes the value NaN).
+    """
+    xp = ops.xp
+    scale = 1.0 / z.shape[0] if w is None else w
+    mean = xp.exp(z)
+    positive = y > 0.0
+    # y log y: 0 at y = 0, NaN below (outside the loss's domain: never a silent fit)
+    y_log_y = xp.where(positive, y * xp.log(xp.where(positive, y, 1.0)),
+                       xp.where(y < 0.0, y * xp.nan, 0.0))
+    terms = y_log_y - y * z - y + mean
+    value = xp.sum(terms) * scale if w is None else xp.sum(terms * w)
+    delta = mean - y
+    delta *= scale
+    return value, delta
+
+
+def check_targets(loss: str, xp: Any, y: Array) -> None:
+    """Refuse targets outside the loss's domain (the Poisson loss needs ``y >= 0``).
+
+    Reads one boolean back: call it once per fit, not per step.
+    """
+    if loss == "poisson" and not bool(xp.all(y >= 0)):
+        raise ValueError("Some value(s) of y are negative which is not allowed for "
+                         "Poisson regression.")
+
+
 def _stable_sigmoid(xp: Any, z: Array) -> Array:
     e = xp.exp(-xp.abs(z))
     return xp.where(z >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
@@ -74,8 +107,9 @@ def _stable_sigmoid(xp: Any, z: Array) -> Array:
 
 LOSSES: dict[str, Loss] = {
     "mse": mse, "cross_entropy": cross_entropy, "binary_cross_entropy": binary_cross_entropy,
+    "poisson": poisson,
 }
-LOGIT_LOSSES = ("cross_entropy", "binary_cross_entropy")
+LOGIT_LOSSES = ("cross_entropy", "binary_cross_entropy", "poisson")  # take the raw output
 
 
 def get(name: str) -> Loss:

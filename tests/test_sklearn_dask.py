@@ -1,0 +1,103 @@
+"""backend="dask": the estimators train on dask arrays where they lie and predict lazily.
+
+No array as long as the data is ever computed to the client: not X, not the labels
+(their classes are found with a distributed ``unique``), not the predictions.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+da = pytest.importorskip("dask.array")
+
+from sklearn.datasets import make_classification, make_regression  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn_helpers import dask_session  # noqa: E402
+
+from portable_mlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+N = 240  # rows: any computed array this long is a gather
+pytestmark = dask_session
+
+
+@pytest.fixture
+def no_gather(monkeypatch):
+    """Within the block, computing a dask array of N rows to the client fails."""
+    real = da.Array.compute
+
+    def compute(self, **kwargs):
+        if self.ndim and self.shape[0] == N:
+            raise AssertionError(f"gathered a dask array of shape {self.shape}")
+        return real(self, **kwargs)
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(f"converted a dask array of shape {self.shape} to NumPy")
+
+    def patched():
+        monkeypatch.setattr(da.Array, "compute", compute)
+        monkeypatch.setattr(da.Array, "__array__", refuse)
+        return monkeypatch
+
+    return patched
+
+
+def _lazy(*arrays):
+    return [da.from_array(a, chunks=(N // 4, *a.shape[1:])) for a in arrays]
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_classifier_trains_and_predicts_on_dask_without_gathering(no_gather, solver):
+    X, y = make_classification(n_samples=N, n_features=5, n_informative=3, n_classes=3,
+                               random_state=0)
+    # full batches: the same steps as NumPy's, however the dask Trainer forms minibatches
+    kwargs = dict(hidden_layer_sizes=(6,), solver=solver, max_iter=5, random_state=0,
+                  batch_size=N)
+    Xd, yd = _lazy(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = MLPClassifier(**kwargs).fit(X, y)
+        patch = no_gather()
+        est = MLPClassifier(**kwargs, backend="dask").fit(Xd, yd)
+        labels, proba = est.predict(Xd), est.predict_proba(Xd)
+        patch.undo()
+    assert isinstance(labels, da.Array) and isinstance(proba, da.Array)
+    assert est.classes_.tolist() == [0, 1, 2] and est.n_features_in_ == 5
+    np.testing.assert_allclose(proba.compute(), ref.predict_proba(X), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(labels.compute(), ref.predict(X))
+
+
+def test_regressor_trains_and_predicts_on_dask_without_gathering(no_gather):
+    X, y = make_regression(n_samples=N, n_features=4, random_state=0)
+    y = y / y.std()
+    kwargs = dict(hidden_layer_sizes=(6,), max_iter=4, random_state=0, batch_size=N)
+    Xd, yd = _lazy(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = MLPRegressor(**kwargs).fit(X, y)
+        patch = no_gather()
+        est = MLPRegressor(**kwargs, backend="dask").fit(Xd, yd)
+        pred = est.predict(Xd)
+        with pytest.raises(AssertionError, match="gathered"):  # the guard works
+            Xd.compute()
+        patch.undo()
+    assert isinstance(pred, da.Array)
+    np.testing.assert_allclose(pred.compute(), ref.predict(X), rtol=1e-9)
+
+
+def test_dask_input_is_checked_lazily_but_clearly():
+    X, y = make_classification(n_samples=N, n_features=5, random_state=0)
+    Xd, yd = _lazy(X, y)
+    est = MLPClassifier((4,), max_iter=2, backend="dask")
+    with pytest.raises(ValueError, match="known chunk sizes"):
+        est.fit(Xd[Xd[:, 0] > 0], yd[Xd[:, 0] > 0])
+    with pytest.raises(ValueError, match="rows"):
+        est.fit(Xd, yd[:10])
+    Xbad = X.copy()
+    Xbad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        est.fit(*_lazy(Xbad), yd)
+    with pytest.raises(ValueError, match="Unknown label type"):
+        est.fit(Xd, yd + 0.5)
+    assert not hasattr(est, "model_")
