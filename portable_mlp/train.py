@@ -659,10 +659,10 @@ def _update_copy(placement: _backend.Placement, optimizer: optim.Optimizer,
     and the slots of ``state`` intact: where arrays are writable the update writes into
     copies, so that a step whose update is not finite can be dropped whole."""
     if placement.writable:
-        xp = placement.xp
-        params = [xp.asarray(p, copy=True) for p in params]
+        copy = placement.copy
+        params = [copy(p) for p in params]
         state = {"step": state["step"],
-                 "slots": [[xp.asarray(s, copy=True) for s in slots] for slots in state["slots"]]}
+                 "slots": [[copy(s) for s in slots] for slots in state["slots"]]}
     return optimizer.update(placement.xp, params, grads, state, lr)
 
 
