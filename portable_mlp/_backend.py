@@ -17,6 +17,7 @@ import functools
 import importlib
 import operator
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
@@ -135,8 +136,14 @@ def device_of(x: Any) -> str:
 
 
 def backend_name(backend: Any) -> str:
-    """Accept a backend name or a namespace; return the name."""
-    return check_name(backend) if isinstance(backend, str) else name_of_namespace(backend)
+    """Accept a backend name or a namespace (a module); return the name."""
+    if isinstance(backend, str):
+        return check_name(backend)
+    if not isinstance(backend, ModuleType):
+        raise TypeError(f"backend must be a name (one of {', '.join(BACKENDS)}) or an array "
+                        f"namespace (a module such as numpy), got {type(backend).__name__} "
+                        f"{backend!r}"[:300])
+    return name_of_namespace(backend)
 
 
 def array_backend(x: Any) -> str | None:
@@ -274,6 +281,17 @@ def overflow_is_fine(name: str) -> Callable[[], Any]:
     return contextlib.nullcontext
 
 
+def quiet(name: str) -> Callable[[], Any]:
+    """A context-manager factory for a training step: NumPy must not warn (or raise,
+    under ``-W error``) on overflow or invalid values, as a step that overflows is
+    reported whole by the divergence check. NumPy computes on NumPy and array-api-strict,
+    and casts JAX's Python scalars (``g * 1e308`` on float32); dask's blocks run in
+    worker threads, quieted in ``materialize``. A no-op elsewhere."""
+    if name in ("numpy", "array_api_strict", "jax"):
+        return functools.partial(np.errstate, all="ignore")
+    return contextlib.nullcontext
+
+
 # --- devices ---------------------------------------------------------------
 
 def devices(name: str) -> list[Any]:
@@ -383,6 +401,27 @@ def from_host(name: str, x: np.ndarray, device: Any, dtype: Any) -> Any:
     return xp.asarray(x, dtype=dtype, device=device)
 
 
+def detached(x: Any) -> Any:
+    """``x`` cut from any autograd graph (torch tensors that require grad; as is
+    otherwise): input must not chain the parameters into the caller's graph."""
+    if compat.is_torch_array(x) and x.requires_grad:
+        return x.detach()
+    return x
+
+
+def _same(x: Any) -> Any:
+    return x
+
+
+def copier(name: str) -> Callable[[Any], Any]:
+    """A function that copies an array of backend ``name``. NumPy: ``ndarray.copy``, a
+    quarter of the cost of ``asarray(copy=True)`` through array-api-compat on the tiny
+    arrays a step updates."""
+    if name == "numpy":
+        return np.ndarray.copy
+    return functools.partial(namespace(name).asarray, copy=True)
+
+
 def to_host(x: Any) -> np.ndarray:
     """A NumPy copy (or view) of any backend's array."""
     if isinstance(x, np.ndarray):
@@ -464,7 +503,7 @@ def read_scalars(name: str, arrays: list[Any]) -> list[float]:
 
         arrays = jax.device_get(arrays)
     elif name == "dask":  # one compute for all; a lost worker's data is a WorkerLostError
-        arrays = _dask_compute(*arrays)
+        arrays = list(_dask_compute(*arrays))
     return [float(a) for a in arrays]  # every backend's 0-d arrays convert
 
 
@@ -480,7 +519,11 @@ def materialize(name: str, arrays: list[Any], cut_lineage: bool = False) -> list
         return arrays
     import dask
 
-    persisted = list(dask.persist(*arrays))
+    # the blocks run in worker threads, outside the caller's np.errstate: a NumPy warning
+    # there (overflow in a diverging step) is for the divergence check to report
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        persisted = list(dask.persist(*arrays))
     client = dask_client()
     if not cut_lineage or client is None:
         return persisted
@@ -633,6 +676,20 @@ class Placement:
     @functools.cached_property
     def overflow_is_fine(self) -> Callable[[], Any]:
         return overflow_is_fine(self.backend)
+
+    @functools.cached_property
+    def detached(self) -> Callable[[Any], Any]:
+        """``detached`` where arrays may carry an autograd graph (torch); the identity
+        elsewhere (no per-call test on the hot path)."""
+        return detached if self.backend == "torch" else _same
+
+    @functools.cached_property
+    def copy(self) -> Callable[[Any], Any]:
+        return copier(self.backend)
+
+    @functools.cached_property
+    def quiet(self) -> Callable[[], Any]:
+        return quiet(self.backend)
 
     @functools.cached_property
     def writable(self) -> bool:

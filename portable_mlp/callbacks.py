@@ -1,7 +1,12 @@
-"""Callbacks that ``Trainer.fit`` calls at the start, after each epoch and at the end."""
+"""Callbacks that ``Trainer.fit`` calls at the start, after each epoch and at the end.
+
+``on_train_begin`` runs before the first step: a callback checks there everything it
+can (its settings against this fit), so that a mistake fails before the model changes.
+"""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -12,8 +17,16 @@ if TYPE_CHECKING:
     from portable_mlp.train import Trainer
 
 
+# what fit logs after each epoch (the val_* keys only with validation_data)
+LOG_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
 class Callback:
-    """Override what you need; set ``trainer.stop_training = True`` to end ``fit``."""
+    """Override what you need; set ``trainer.stop_training = True`` to end ``fit``.
+
+    ``on_train_begin`` is called before any step: raise there (ValueError, TypeError,
+    OSError) if the callback cannot work with this fit.
+    """
 
     def on_train_begin(self, trainer: Trainer) -> None:
         pass
@@ -30,6 +43,17 @@ class LambdaCallback(Callback):
 
     def __init__(self, fn: Callable[[Trainer, int, dict[str, float]], Any]) -> None:
         self.fn = fn
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        try:
+            signature = inspect.signature(self.fn)
+        except (TypeError, ValueError):  # a builtin without a signature: trust it
+            return
+        try:
+            signature.bind(trainer, 0, {})
+        except TypeError:
+            raise TypeError(f"a callback function is called as fn(trainer, epoch, logs); "
+                            f"{self.fn!r} takes {signature}") from None
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         self.fn(trainer, epoch, logs)
@@ -58,6 +82,9 @@ class EarlyStopping(Callback):
                  mode: str = "auto", restore_best: bool = True) -> None:
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        if monitor not in LOG_KEYS:
+            raise ValueError(f"EarlyStopping cannot monitor {monitor!r}: fit logs "
+                             f"{', '.join(LOG_KEYS)} (val_* with validation_data)")
         self.monitor = monitor
         self.patience = validation.positive("patience", patience, integer=True)
         self.min_delta = validation.non_negative("min_delta", min_delta)
@@ -65,6 +92,10 @@ class EarlyStopping(Callback):
         self.restore_best = restore_best
 
     def on_train_begin(self, trainer: Trainer) -> None:
+        logged = getattr(trainer, "log_keys", None)  # set by fit; None for a loop by hand
+        if logged is not None and self.monitor not in logged:
+            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, but this fit logs "
+                             f"{', '.join(logged)}; pass validation_data to fit for val_* keys")
         self.best, self.best_epoch, self.wait = math.inf, -1, 0
         self.best_params: list[Any] | None = None
 

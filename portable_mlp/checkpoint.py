@@ -7,14 +7,16 @@ the architecture (``Piece.to_config()`` of every piece), the dtype and the
 library version, so ``load`` rebuilds the model without being told what it is,
 on any backend, device and dtype.
 
-The writer and the parser are written here (the format is small), and the parser
-is stricter than the safetensors library: any file that is not exactly what
-``save`` writes for some model raises ``ValueError`` naming the problem, before
-any array larger than the file is allocated.
+The ``safetensors`` package writes the bytes and reads the tensors. Before it sees
+a file, the header is checked here, more strictly than the format asks: any file
+that is not what ``save`` writes for some model raises ``ValueError`` naming the
+problem (duplicate or NUL names, gaps, overlaps, sizes), having read only the
+header: the rest of a file is read only once the header accounts for every byte.
 
 Saving is atomic: the bytes go to a temporary file in the target's folder, which
 is flushed, fsynced and ``os.replace``-d over the target, then the folder is
-fsynced. A process killed at any moment leaves either the old or the new file.
+fsynced. A process killed at any moment leaves either the old or the new file
+(and a temporary file, removed by the next save into that folder).
 """
 
 from __future__ import annotations
@@ -23,16 +25,22 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
+import stat
 import struct
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 
 from portable_mlp import _backend, layers, optim, validation
 from portable_mlp._backend import Placement
 from portable_mlp.callbacks import Callback
+from portable_mlp.train import DivergenceError
 
 if TYPE_CHECKING:
     from portable_mlp.model import Sequential
@@ -51,6 +59,10 @@ ALL_CODES = ("BOOL", "U8", "I8", "U16", "I16", "F16", "BF16", "U32", "I32", "F32
              "I64", "F64", "F8_E4M3", "F8_E5M2")
 METADATA_KEYS = {"format", "format_version", "portable_mlp_version", "pieces", "dtype",
                  "n_params", "optimizer"}
+OPTIMIZER_KEYS = {"name", "config", "schedule", "step", "slots"}
+# temporary files of a save: ".pm-<pid>-<random>.tmp", short whatever the target's name
+TEMPORARY = re.compile(r"\.pm-(\d+)-[0-9a-f]{16}\.tmp")
+STALE_AFTER = 60.0  # seconds untouched before a dead process's temporary file is removed
 
 
 def _version() -> str:
@@ -115,19 +127,12 @@ def _optimizer_config(opt: optim.Optimizer, state: dict[str, Any] | None) -> dic
 
 def encode(tensors: Sequence[tuple[str, np.ndarray]], metadata: dict[str, str],
            dtype: str) -> bytes:
-    """safetensors bytes: header length, JSON header (space-padded to 8 bytes), data."""
+    """safetensors bytes of ``tensors`` (cast to ``dtype``) with ``metadata``."""
     np_dtype = DTYPES[CODES[dtype]]
-    header: dict[str, Any] = {"__metadata__": metadata}
-    chunks, offset = [], 0
-    for name, arr in tensors:
-        data = np.ascontiguousarray(arr, dtype=np_dtype).tobytes()
-        header[name] = {"dtype": CODES[dtype], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        chunks.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
+    arrays = {name: np.ascontiguousarray(arr, dtype=np_dtype) for name, arr in tensors}
+    if len(arrays) != len(tensors):
+        raise ValueError("tensor names must be unique")
+    return safetensors.numpy.save(arrays, metadata=metadata)
 
 
 def save(model: Sequential, path: str | os.PathLike[str],
@@ -135,22 +140,50 @@ def save(model: Sequential, path: str | os.PathLike[str],
     """Write ``model`` (and ``optimizer``'s state, to resume training) to ``path``, atomically.
 
     A model whose parameters are not finite is refused (ValueError) and the file at
-    ``path`` is left untouched. The file gets the permissions the umask gives.
+    ``path`` is left untouched. A new file gets the permissions the umask gives; a
+    file replaced keeps its permissions.
     """
+    target = check_target(path)
+    data = dumps(model, optimizer)
+    write_atomic(target, data)
+
+
+def check_target(path: Any) -> str:
+    """``path`` as a str, if a file can be saved there: its folder exists and it is not
+    a folder (FileNotFoundError, IsADirectoryError otherwise: nothing is written)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    data = dumps(model, optimizer)
-    write_atomic(os.fspath(path), data)
+    target = os.fspath(path)
+    if isinstance(target, bytes):
+        raise TypeError("path must be a str or os.PathLike of str, got bytes")
+    folder = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot save to {target!r}: the folder {folder!r} does not "
+                                "exist")
+    if os.path.isdir(target):
+        raise IsADirectoryError(f"cannot save to {target!r}: it is a folder")
+    return target
 
 
 def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one."""
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one.
+
+    The temporary file's name does not grow with the target's (any name the file
+    system takes can be saved); stale ones that a killed save left in the folder are
+    removed first. A file replaced keeps its permission bits.
+    """
+    path = check_target(path)
     folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    _remove_stale_temporaries(folder)
+    tmp = os.path.join(folder, f".pm-{os.getpid()}-{secrets.token_hex(8)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     fd = os.open(tmp, flags, 0o666)  # the umask applies, as for any new file
     try:
         with os.fdopen(fd, "wb") as f:
+            with contextlib.suppress(FileNotFoundError):
+                mode = os.stat(path).st_mode
+                if stat.S_ISREG(mode) and hasattr(os, "fchmod"):
+                    os.fchmod(f.fileno(), stat.S_IMODE(mode))
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -160,6 +193,31 @@ def write_atomic(path: str, data: bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_folder(folder)
+
+
+def _remove_stale_temporaries(folder: str) -> None:
+    """Remove our temporary files in ``folder`` whose process is gone (killed mid-save)
+    and that nobody has written to for ``STALE_AFTER`` seconds."""
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            found = TEMPORARY.fullmatch(entry.name)
+            if found is None or _alive(int(found.group(1))):
+                continue
+            with contextlib.suppress(OSError):
+                if time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER:
+                    os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # it exists (another user's), or we cannot tell: keep its file
+    return True
 
 
 def _fsync_folder(folder: str) -> None:
@@ -212,21 +270,36 @@ def _int(value: Any, what: str) -> int:
     return value
 
 
+Span = tuple[int, int, str, str, list[int]]  # begin, end, name, dtype code, shape
+
+
 def parse(raw_data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Strictly parse safetensors bytes into host arrays and the metadata."""
+    """Strictly check safetensors bytes, then read them into host arrays; return those
+    and the metadata."""
     if not isinstance(raw_data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(raw_data).__name__}")
     data = memoryview(raw_data).cast("B")
-    size = len(data)
+    n = _header_length(data[:8], len(data))
+    spans, metadata = _header(bytes(data[8:8 + n]), len(data) - 8 - n)
+    return _tensors(data, spans), metadata
+
+
+def _header_length(first: bytes | memoryview, size: int) -> int:
+    """The header length that the first 8 bytes of a ``size``-byte file give, checked."""
     if size < 8:
         raise _bad(f"the file is {size} bytes long, shorter than the 8-byte header length")
-    (n,) = struct.unpack("<Q", data[:8])
+    (n,) = struct.unpack("<Q", first)
     if n > MAX_HEADER:
         raise _bad(f"the header length {n} is over the limit of {MAX_HEADER} bytes")
     if 8 + n > size:
         raise _bad(f"the header length {n} runs past the end of the file ({size} bytes): "
                    "truncated?")
-    raw = bytes(data[8:8 + n])
+    return int(n)
+
+
+def _header(raw: bytes, body_size: int) -> tuple[list[Span], dict[str, str]]:
+    """The tensors' spans (sorted by offset) and the metadata of a JSON header, checked
+    to describe exactly ``body_size`` bytes of float tensors."""
     if not raw.startswith(b"{"):
         raise _bad("the header does not start with '{'")
     try:
@@ -240,56 +313,87 @@ def parse(raw_data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     if not isinstance(metadata, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise _bad("__metadata__ is missing or not a map of strings to strings")
-    body = data[8 + n:]
-    spans = []
-    for name, info in header.items():
-        if not name or "\x00" in name:
-            raise _bad(f"tensor name {name!r} is empty or holds a NUL byte")
-        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            raise _bad(f"tensor {name!r} must have exactly dtype, shape and data_offsets")
-        code = info["dtype"]
-        if code not in DTYPES:
-            known = "known to safetensors but " if code in ALL_CODES else ""
-            raise _bad(f"tensor {name!r} has dtype {code!r}, {known}not one of "
-                       f"{', '.join(DTYPES)}"[:300])
-        shape, offsets = info["shape"], info["data_offsets"]
-        if not isinstance(shape, list) or len(shape) > MAX_NDIM:
-            raise _bad(f"tensor {name!r}: shape must be a list of at most {MAX_NDIM} sizes")
-        dims = [_int(d, f"tensor {name!r}: a shape entry") for d in shape]
-        if any(d > MAX_DIM for d in dims):
-            raise _bad(f"tensor {name!r}: a shape entry is over {MAX_DIM}")
-        if not isinstance(offsets, list) or len(offsets) != 2:
-            raise _bad(f"tensor {name!r}: data_offsets must be [begin, end]")
-        begin, end = (_int(o, f"tensor {name!r}: an offset") for o in offsets)
-        if end < begin:
-            raise _bad(f"tensor {name!r}: data_offsets end {end} is before begin {begin}")
-        expected = math.prod(dims) * DTYPES[code].itemsize
-        if end - begin != expected:
-            raise _bad(f"tensor {name!r}: shape {dims} of {code} needs {expected} bytes, "
-                       f"its data_offsets span {end - begin}")
-        spans.append((begin, end, name, code, dims))
-    spans.sort()
+    spans = sorted(_span(name, info) for name, info in header.items())
     position = 0
     for begin, end, name, _, _ in spans:
         if begin != position:
             kind = "a gap before" if begin > position else "an overlap at"
             raise _bad(f"{kind} tensor {name!r} (offset {begin}, expected {position})")
         position = end
-    if position != len(body):
-        raise _bad(f"the data holds {len(body)} bytes, the tensors describe {position} "
-                   f"({'trailing bytes' if position < len(body) else 'truncated'})")
+    if position != body_size:
+        raise _bad(f"the data holds {body_size} bytes, the tensors describe {position} "
+                   f"({'trailing bytes' if position < body_size else 'truncated'})")
+    return spans, metadata
+
+
+def _span(name: str, info: Any) -> Span:
+    """One tensor's header entry, checked: where its bytes are, its dtype and shape."""
+    if not name or "\x00" in name:
+        raise _bad(f"tensor name {name!r} is empty or holds a NUL byte")
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        raise _bad(f"tensor {name!r} must have exactly dtype, shape and data_offsets")
+    code = info["dtype"]
+    if not isinstance(code, str) or code not in DTYPES:
+        known = "known to safetensors but " if code in ALL_CODES else ""
+        raise _bad(f"tensor {name!r} has dtype {code!r}, {known}not one of "
+                   f"{', '.join(DTYPES)}"[:300])
+    shape, offsets = info["shape"], info["data_offsets"]
+    if not isinstance(shape, list) or len(shape) > MAX_NDIM:
+        raise _bad(f"tensor {name!r}: shape must be a list of at most {MAX_NDIM} sizes")
+    dims = [_int(d, f"tensor {name!r}: a shape entry") for d in shape]
+    if any(d > MAX_DIM for d in dims):
+        raise _bad(f"tensor {name!r}: a shape entry is over {MAX_DIM}")
+    if not isinstance(offsets, list) or len(offsets) != 2:
+        raise _bad(f"tensor {name!r}: data_offsets must be [begin, end]")
+    begin, end = (_int(o, f"tensor {name!r}: an offset") for o in offsets)
+    if end < begin:
+        raise _bad(f"tensor {name!r}: data_offsets end {end} is before begin {begin}")
+    expected = math.prod(dims) * DTYPES[code].itemsize
+    if end - begin != expected:
+        raise _bad(f"tensor {name!r}: shape {dims} of {code} needs {expected} bytes, "
+                   f"its data_offsets span {end - begin}")
+    return begin, end, name, code, dims
+
+
+def _tensors(data: memoryview, spans: list[Span]) -> dict[str, np.ndarray]:
+    """The tensors of checked bytes, read by the safetensors package (writable copies)."""
+    try:
+        loaded = safetensors.numpy.load(bytes(data))
+    except safetensors.SafetensorError as exc:  # our checks are stricter: not expected
+        raise _bad(f"safetensors cannot read it ({exc})"[:300]) from None
     arrays = {}
-    for begin, end, name, code, dims in spans:
-        arrays[name] = np.frombuffer(body[begin:end], dtype=DTYPES[code]).reshape(dims).copy()
-    return arrays, metadata
+    for _, _, name, code, dims in spans:
+        arr = loaded.get(name)
+        if arr is None or arr.dtype != DTYPES[code] or list(arr.shape) != dims:
+            raise _bad(f"safetensors reads tensor {name!r} otherwise than its header says")
+        arrays[name] = np.array(arr)  # its arrays are read-only views
+    return arrays
 
 
 def _read(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the regular file at ``path``, read only once its header accounts for
+    all of them: a huge, sparse or hostile file is refused after its first bytes, and a
+    FIFO or a device without blocking on it."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        data = f.read(size + 1)
+    # O_NONBLOCK: opening a FIFO does not wait for a writer (regular files ignore it)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ValueError(f"{os.fspath(path)!r} is not a regular file (a folder, FIFO, "
+                         "socket or device): refusing to read it as a checkpoint")
+    with os.fdopen(fd, "rb") as f:
+        size = info.st_size
+        first = f.read(8)
+        n = _header_length(first, max(size, len(first)))
+        raw = f.read(n)
+        if len(raw) != n:
+            raise _bad(f"the file changed size while it was read ({size} bytes before)")
+        _header(raw, size - 8 - n)
+        body = f.read(size - 8 - n + 1)
+    data = first + raw + body
     if len(data) != size:
         raise _bad(f"the file changed size while it was read ({size} -> {len(data)} bytes)")
     return data
@@ -356,13 +460,17 @@ class _Checkpoint:
     @staticmethod
     def _optimizer(text: str, shapes: list[tuple[int, ...]]) -> dict[str, Any]:
         record = _json(text, "metadata 'optimizer'")
-        if not isinstance(record, dict) or record.get("name") not in optim.OPTIMIZERS:
+        name = record.get("name") if isinstance(record, dict) else None
+        if not isinstance(name, str) or name not in optim.OPTIMIZERS:
             raise _bad(f"metadata 'optimizer' must name one of {', '.join(optim.OPTIMIZERS)}")
+        extra = set(record) - OPTIMIZER_KEYS
+        if extra:
+            raise _bad(f"metadata 'optimizer' has unknown keys {sorted(extra)}"[:300])
         config = record.get("config")
         if not isinstance(config, dict):
             raise _bad("metadata 'optimizer' lacks its config")
         try:
-            optim.OPTIMIZERS[record["name"]](**config)
+            opt = optim.OPTIMIZERS[name](**config)
         except (ValueError, TypeError) as exc:
             raise _bad(f"optimizer config {config!r} is not valid ({exc})"[:400]) from None
         tensors = {}
@@ -371,9 +479,13 @@ class _Checkpoint:
             slots = record.get("slots")
             if not isinstance(slots, list) or len(slots) != len(shapes):
                 raise _bad("optimizer slots must list a count per parameter")
+            for count in slots:
+                _int(count, "optimizer slot count")
+            expected = validation.slot_counts(opt, len(shapes))
+            if slots != expected:
+                raise _bad(f"optimizer slot counts {slots} do not match {opt!r}, which keeps "
+                           f"{expected}"[:300])
             for i, (count, shape) in enumerate(zip(slots, shapes, strict=True)):
-                if _int(count, "optimizer slot count") > 4:
-                    raise _bad(f"optimizer slot count {count} is too large")
                 tensors.update({f"optimizer.{i}.{j}": shape for j in range(count)})
         record["tensors"] = tensors
         return record
@@ -406,7 +518,8 @@ def _build(ckpt: _Checkpoint, backend: Any, device: Any, dtype: Any,
 
     if dtype is None:  # the saved dtype, unless asked otherwise
         placement = Placement.create(backend, device, ckpt.dtype)
-    return Sequential._from_host(ckpt.pieces, ckpt.params, placement)
+    return Sequential._from_host(ckpt.pieces, ckpt.params, placement,
+                                 f"pm.load(..., dtype={placement.dtype!r})")
 
 
 def load(path: str | os.PathLike[str], backend: Any = "numpy", device: Any = None,
@@ -447,10 +560,21 @@ def load_optimizer(path: str | os.PathLike[str], model: Sequential,
             ckpt.pieces != model.pieces:
         raise ValueError("the checkpoint's optimizer state is for another architecture "
                          "than this model's")
-    opt = optimizer if optimizer is not None else cls(**record["config"])
+    saved = cls(**record["config"])
+    opt = optimizer if optimizer is not None else saved
+    if "step" in record:
+        counts = [len(ss) for ss in record["slots"]]
+        wanted = validation.slot_counts(opt, len(model.params))
+        if counts != wanted:
+            raise ValueError(f"the checkpoint holds the state of {saved!r} ({counts} state "
+                             f"arrays per parameter), but {opt!r} keeps {wanted}: pass an "
+                             "optimizer with the saved settings, or none")
     state = None
     if "step" in record:
-        slots = [[model.placement.from_host(s) for s in ss] for ss in record["slots"]]
+        place = model.placement
+        slots = [[place.from_host(validation.cast_finite(s, place.dtype,
+                                                         f"optimizer state {i}.{j}"))
+                  for j, s in enumerate(ss)] for i, ss in enumerate(record["slots"])]
         state = {"step": record["step"], "slots": slots}
     opt.state = state
     return opt
@@ -460,7 +584,13 @@ def load_optimizer(path: str | os.PathLike[str], model: Sequential,
 
 class Checkpoint(Callback):
     """Save the model (and the optimizer's state) to ``path`` every ``every`` epochs and at
-    the end of training. A diverged model is never saved: the last good file is kept."""
+    the end of training. A diverged model is never saved: the last good file is kept.
+
+    An epoch whose logged loss (or any logged value) is not finite raises
+    ``DivergenceError`` instead of being saved, so that ``exc.history`` ends with the
+    last good epoch. Where the file cannot be written (no such folder, an optimizer
+    that checkpoints do not know) ``fit`` fails at its start, before any step.
+    """
 
     def __init__(self, path: str | os.PathLike[str], every: int = 1,
                  save_optimizer: bool = True) -> None:
@@ -470,6 +600,13 @@ class Checkpoint(Callback):
         self.every = validation.positive("every", every, integer=True)
         self.save_optimizer = bool(save_optimizer)
         self.saved = 0
+        self._last_loss: float | None = None
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        check_target(self.path)
+        if self.save_optimizer:
+            _optimizer_config(trainer.optimizer, None)  # TypeError for an unknown kind
+        self._last_loss = None
 
     def _save(self, trainer: Trainer) -> None:
         trainer.check_divergence()  # raises DivergenceError before a diverged save
@@ -477,6 +614,15 @@ class Checkpoint(Callback):
         self.saved += 1
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        bad = {key: value for key, value in logs.items() if not math.isfinite(value)}
+        if bad:
+            trainer.check_divergence()  # a step skipped as non-finite: the exact step
+            key, value = next(iter(bad.items()))
+            last = "none yet" if self._last_loss is None else f"{self._last_loss:.6g}"
+            raise DivergenceError(trainer.steps, self._last_loss, detail=(
+                f"the model it made logs {key} = {value} (last finite loss: {last}); "
+                f"{self.path!r} keeps the last epoch saved, whose logs were finite"))
+        self._last_loss = logs.get("loss", self._last_loss)
         if (epoch + 1) % self.every == 0:
             self._save(trainer)
 

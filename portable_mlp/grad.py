@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -95,10 +96,15 @@ def gradcheck(model: Sequential, X: Any, Y: Any, loss: str = "mse", l2: float = 
               eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-8) -> float:
     """Compare ``value_and_grad`` with central differences, in float64 on the model's backend.
 
-    Returns the largest error relative to tolerance (<= 1 passes); raises
-    ``GradcheckError`` naming the worst parameter entry otherwise.
+    Returns the largest error relative to the tolerance, ``|analytic - numeric| /
+    (atol + rtol * |numeric|)`` over every parameter entry (<= 1 passes); raises
+    ``GradcheckError`` naming the worst entry otherwise. A NaN or inf gradient, analytic
+    or numeric, fails. ``eps`` must be positive, ``rtol`` and ``atol`` finite and
+    non-negative (both 0: the two must agree exactly).
     """
     l2 = validation.non_negative("l2", l2)
+    eps = validation.positive("eps", eps)
+    rtol, atol = validation.non_negative("rtol", rtol), validation.non_negative("atol", atol)
     m64 = model.to(dtype="float64")
     fn = check_loss(m64, loss)
     Xp = validation.features(m64, X, check_values=True)
@@ -110,14 +116,27 @@ def gradcheck(model: Sequential, X: Any, Y: Any, loss: str = "mse", l2: float = 
         g = _backend.to_host(g)
         for idx in np.ndindex(p.shape):
             numeric = _central_difference(m64, host, i, idx, eps, Xp, Yp, fn, l2)
-            err = abs(numeric - g[idx]) / (atol + rtol * abs(numeric))
-            if err > worst:
+            analytic = float(g[idx])
+            err = _error(analytic, numeric, rtol, atol)
+            if not err <= worst and not math.isnan(worst):  # NaN: the worst of all
                 worst = err
-                where = f"params[{i}]{list(idx)}: analytic {g[idx]!r}, numeric {numeric!r}"
-    if worst > 1.0:
-        raise GradcheckError(f"gradient check failed for loss {loss!r} at {where} "
-                             f"(error {worst:.3g}x the tolerance)")
+                where = f"params[{i}]{list(idx)}: analytic {analytic!r}, numeric {numeric!r}"
+    if not worst <= 1.0:
+        how = ("a gradient is NaN or inf" if math.isnan(worst)
+               else f"error {worst:.3g}x the tolerance")
+        raise GradcheckError(f"gradient check failed for loss {loss!r} at {where} ({how})")
     return worst
+
+
+def _error(analytic: float, numeric: float, rtol: float, atol: float) -> float:
+    """How many tolerances apart the two are: NaN where either is NaN or inf."""
+    if not (math.isfinite(analytic) and math.isfinite(numeric)):
+        return math.nan
+    tolerance = atol + rtol * abs(numeric)
+    difference = abs(numeric - analytic)
+    if tolerance == 0.0:  # atol 0 and a numeric gradient of exactly 0
+        return 0.0 if difference == 0.0 else math.inf
+    return difference / tolerance
 
 
 def _central_difference(model: Sequential, host: list[np.ndarray], i: int, idx: tuple[int, ...],

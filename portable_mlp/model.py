@@ -48,7 +48,11 @@ class Sequential:
 
     @classmethod
     def _from_host(cls, pieces: Sequence[Piece], host: list[np.ndarray],
-                   placement: Placement) -> Sequential:
+                   placement: Placement, source: str = "the parameters") -> Sequential:
+        """A model of ``pieces`` with the host parameters ``host`` placed on ``placement``;
+        a value beyond its dtype's range is refused (ValueError naming ``source``)."""
+        host = [validation.cast_finite(p, placement.dtype, f"{source}: params[{i}]")
+                for i, p in enumerate(host)]
         model = cls.__new__(cls)
         model.pieces = list(pieces)
         model.placement = placement
@@ -98,7 +102,8 @@ class Sequential:
             device if device is not None or not same_backend else self.placement.device,
             dtype if dtype is not None else (self.placement.dtype if same_backend else None),
         )
-        return Sequential._from_host(self.pieces, self.host_params(), placement)
+        return Sequential._from_host(self.pieces, self.host_params(), placement,
+                                     f"model.to(dtype={placement.dtype!r})")
 
     def host_params(self) -> list[np.ndarray]:
         """The parameters as host NumPy arrays (copies where the backend needs one)."""

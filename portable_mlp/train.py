@@ -34,21 +34,27 @@ REMEDIES = ("lower the learning rate, set clip_norm (e.g. clip_norm=1.0) to clip
 
 
 class DivergenceError(FloatingPointError):
-    """The loss or a gradient became NaN or inf; the model keeps its last finite state.
+    """The loss, a gradient or the update became NaN or inf; the model keeps its last
+    finite state (the parameters and the optimizer's slots from before that step).
 
     ``step`` is the (1-based) step that went non-finite, ``last_loss`` the last finite
     loss (None if there was none), ``history`` the per-epoch history so far (set by fit).
+    ``detail``, if given, says what went non-finite and what was kept instead of the
+    default sentence (a callback that finds an epoch's logged loss non-finite).
     """
 
-    def __init__(self, step: int, last_loss: float | None, history: dict | None = None) -> None:
-        self.step, self.last_loss, self.history = step, last_loss, history
+    def __init__(self, step: int, last_loss: float | None, history: dict | None = None,
+                 detail: str | None = None) -> None:
+        self.step, self.last_loss, self.history, self.detail = step, last_loss, history, detail
         last = "none yet" if last_loss is None else f"{last_loss:.6g}"
-        super().__init__(f"training diverged at step {step}: the loss or a gradient is not "
-                         f"finite (last finite loss: {last}). The model and the optimizer keep "
-                         f"their last finite state. Try: {REMEDIES}.")
+        if detail is None:
+            detail = (f"the loss, a gradient or the updated parameters are not finite (last "
+                      f"finite loss: {last}). The model and the optimizer keep their last "
+                      "finite state")
+        super().__init__(f"training diverged at step {step}: {detail}. Try: {REMEDIES}.")
 
     def __reduce__(self) -> tuple[Any, ...]:  # pickles across processes (Dask workers)
-        return type(self), (self.step, self.last_loss, self.history)
+        return type(self), (self.step, self.last_loss, self.history, self.detail)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -142,10 +148,11 @@ class Trainer:
         state = self.optimizer.state
         if state is None or state is not self._state or model.params is not self._params:
             state = self.optimizer.ensure_state(placement.xp, model.params)  # not ours
-        if placement.host_reads_are_free and not self.compiled:
-            params, state, loss, hits = self._checked_update(X, Y, w, state, count_hits)
-        else:
-            params, state, loss, hits = self._guarded_update(X, Y, w, state, count_hits)
+        with placement.quiet():  # a non-finite value is the divergence check's to report
+            if placement.host_reads_are_free and not self.compiled:
+                params, state, loss, hits = self._checked_update(X, Y, w, state, count_hits)
+            else:
+                params, state, loss, hits = self._guarded_update(X, Y, w, state, count_hits)
         model.params, self.optimizer.state = params, state
         self._state, self._params = state, params
         self.steps += 1
@@ -155,18 +162,23 @@ class Trainer:
     def _checked_update(self, X: Array, Y: Array, w: Array | None, state: dict[str, Any],
                         count_hits: bool) -> tuple[list[Array], dict[str, Any], Array, Any]:
         """Where reading a value back is free: check the loss and the gradients' norm on
-        the host, then update (in place where arrays are writable)."""
+        the host, update into copies, and check the new parameters and slots: a step
+        whose update is not finite is dropped whole."""
         model = self.model
         loss, grads, sq_norm, out = _gradients(model, model.params, X, Y, self._loss_fn,
                                                self.l2, w, self.clip_norm)
         if not (math.isfinite(loss) and math.isfinite(sq_norm)):
             raise DivergenceError(self.steps + 1, self._last_finite_loss())
-        params, state = self.optimizer.update(model.placement.xp, model.params, grads, state)
+        params, state = _update_copy(model.placement, self.optimizer, model.params, grads,
+                                     state)
+        if not _all_finite_on_host(model.placement, params, state["slots"]):
+            raise DivergenceError(self.steps + 1, self._last_finite_loss())
         return params, state, loss, (_hits(model, out, Y, w) if count_hits else None)
 
     def _guarded_update(self, X: Array, Y: Array, w: Array | None, state: dict[str, Any],
                         count_hits: bool) -> tuple[list[Array], dict[str, Any], Array, Any]:
-        """Apply the update only while every step so far was finite (no host sync)."""
+        """Apply the update only while every step so far was finite, its update included
+        (no host sync)."""
         placement = self.model.placement
         guard = self._guard or _fresh_guard(placement)
         step, lr = state["step"], self.optimizer.learning_rate(state["step"])
@@ -502,16 +514,17 @@ def _guarded_step(settings: _Settings, count_hits: bool, params: list[Array],
                   w: Array | None, lr: Any
                   ) -> tuple[list[Array], dict[str, Any], tuple[Array, Array, Array], Array,
                              Array | None]:
-    """Pure: one step that updates only while every step so far was finite (``guard``);
-    returns the params, state, guard, loss and (``count_hits``) the weighted hits."""
+    """Pure: one step that updates only while every step so far was finite, its update
+    included (``guard``); returns the params, state, guard, loss and (``count_hits``)
+    the weighted hits."""
     model = settings.model
     placement = model.placement
     xp = placement.xp
     loss, grads, sq_norm, out = _gradients(model, params, X, Y, settings.loss_fn, settings.l2,
                                            w, settings.clip_norm)
     healthy = guard[0] & xp.isfinite(loss) & xp.isfinite(sq_norm)
-    params, state = _update_where(healthy, placement, settings.optimizer, params, grads, state,
-                                  lr)
+    params, state, healthy = _update_where(healthy, placement, settings.optimizer, params,
+                                           grads, state, lr)
     guard = (healthy, xp.where(healthy, loss, guard[1]),
              guard[2] + xp.astype(~healthy, placement.int_dtype))
     return params, state, guard, loss, (_hits(model, out, Y, w) if count_hits else None)
@@ -592,31 +605,37 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
 
     Returns ``(params, state, loss, finite)``. Nothing is read back to the host and
     nothing is stored, so ``jax.jit`` compiles it whole, e.g.
-    ``jax.jit(functools.partial(pm.train_step, model, optimizer=opt))``. Where the loss or
-    a gradient is not finite, the ``params`` and slots passed in come back (selected with
-    ``where``) and ``finite`` is False; ``state["step"]`` counts steps taken, finite or not.
-    The inputs are never modified. On dask the results are persisted, as in ``Trainer``,
-    so that the graph stays bounded. Under ``jax.jit`` the step count comes back as an
-    array: start from ``state["step"] = jnp.asarray(0)`` to compile once, not twice; a
-    learning-rate schedule other than the constant one needs it as a Python int (the
-    optimizer reads it on the host): under ``jax.jit`` pass this step's rate as ``lr``
+    ``jax.jit(functools.partial(pm.train_step, model, optimizer=opt))``. Where the loss,
+    a gradient or the updated parameters or slots are not finite, the ``params`` and
+    slots passed in come back (selected with ``where``) and ``finite`` is False;
+    ``state["step"]`` counts steps taken, finite or not. The arguments are checked as
+    ``Trainer`` checks its own (metadata only, so under ``jax.jit`` once, when traced);
+    ``l2`` and ``clip_norm`` must be Python numbers. The inputs are never modified. On
+    dask the results are persisted, as in ``Trainer``, so that the graph stays bounded.
+    Under ``jax.jit`` the step count comes back as an array: start from
+    ``state["step"] = jnp.asarray(0)`` to compile once, not twice; a learning-rate
+    schedule other than the constant one needs it as a Python int (the optimizer reads
+    it on the host): under ``jax.jit`` pass this step's rate as ``lr``
     (``optimizer.learning_rate(k)``, an argument, so the rate changes without a new
     compilation), or train with ``Trainer``, which does that.
     """
     loss_fn = grad.check_loss(model, loss)
+    if not isinstance(optimizer, optim.Optimizer):
+        raise TypeError(f"optimizer must be a portable_mlp Optimizer (pm.SGD(...), "
+                        f"pm.Adam(...)), the one whose init_state made state; got "
+                        f"{type(optimizer).__name__} {optimizer!r}"[:300])
+    params, state, X, Y, l2, clip_norm = validation.step_arguments(
+        model, params, state, X, Y, optimizer, l2, clip_norm)
     placement = model.placement
-    if not validation.fits(model, X, Y):
-        raise ValueError(f"train_step takes X and Y placed on the model: {placement.dtype} "
-                         f"arrays of shapes (n, {model.n_features}) and (n, {model.n_outputs}); "
-                         f"got X {X.dtype} {tuple(X.shape)} and Y {Y.dtype} {tuple(Y.shape)}. "
-                         "Place host data with model.placement.from_host")
     xp = placement.xp
-    value, grads, sq_norm, _ = _gradients(model, params, X, Y, loss_fn, l2, None, clip_norm)
-    finite = xp.isfinite(value) & xp.isfinite(sq_norm)
-    new_params, new_state = _update_where(finite, placement, optimizer, params, grads, state,
-                                          lr)
-    new_params, new_state["slots"], (value, finite) = _materialized(
-        placement, new_params, new_state["slots"], [value, finite])
+    with placement.quiet():
+        value, grads, sq_norm, _ = _gradients(model, params, X, Y, loss_fn, l2, None,
+                                              clip_norm)
+        finite = xp.isfinite(value) & xp.isfinite(sq_norm)
+        new_params, new_state, finite = _update_where(finite, placement, optimizer, params,
+                                                      grads, state, lr)
+        new_params, new_state["slots"], (value, finite) = _materialized(
+            placement, new_params, new_state["slots"], [value, finite])
     return new_params, new_state, value, finite
 
 
@@ -636,23 +655,51 @@ def _gradients(model: Sequential, params: list[Array], X: Array, Y: Array, loss_
     return loss, grads, sq_norm, out
 
 
+def _update_copy(placement: _backend.Placement, optimizer: optim.Optimizer,
+                 params: list[Array], grads: list[Array], state: dict[str, Any],
+                 lr: Any = None) -> tuple[list[Array], dict[str, Any]]:
+    """The optimizer's update (at rate ``lr``, None: the schedule's), leaving ``params``
+    and the slots of ``state`` intact: where arrays are writable the update writes into
+    copies, so that a step whose update is not finite can be dropped whole."""
+    if placement.writable:
+        copy = placement.copy
+        params = [copy(p) for p in params]
+        state = {"step": state["step"],
+                 "slots": [[copy(s) for s in slots] for slots in state["slots"]]}
+    return optimizer.update(placement.xp, params, grads, state, lr)
+
+
 def _update_where(ok: Array, placement: _backend.Placement, optimizer: optim.Optimizer,
                   params: list[Array], grads: list[Array], state: dict[str, Any],
-                  lr: Any = None) -> tuple[list[Array], dict[str, Any]]:
+                  lr: Any = None) -> tuple[list[Array], dict[str, Any], Array]:
     """The optimizer's update (at rate ``lr``, None: the schedule's) where ``ok`` (a 0-d
-    bool array), else ``params`` and the slots of ``state`` (kept intact: the update
-    writes into copies where arrays are writable)."""
+    bool array) holds and the update is finite, else ``params`` and the slots of
+    ``state`` (kept intact); and that flag."""
     xp, old_slots = placement.xp, state["slots"]
-    new_params = params
-    if placement.writable:
-        new_params = [xp.asarray(p, copy=True) for p in params]
-        state = {"step": state["step"],
-                 "slots": [[xp.asarray(s, copy=True) for s in slots] for slots in old_slots]}
-    new_params, new_state = optimizer.update(xp, new_params, grads, state, lr)
+    new_params, new_state = _update_copy(placement, optimizer, params, grads, state, lr)
+    for new in (*new_params, *(s for slots in new_state["slots"] for s in slots)):
+        ok = ok & xp.all(xp.isfinite(new))
     new_params = [xp.where(ok, new, old) for new, old in zip(new_params, params)]
     new_state["slots"] = [[xp.where(ok, n, o) for n, o in zip(ns, os)]
                           for ns, os in zip(new_state["slots"], old_slots)]
-    return new_params, new_state
+    return new_params, new_state, ok
+
+
+def _all_finite_on_host(placement: _backend.Placement, params: list[Array],
+                        slots: list[list[Array]]) -> bool:
+    """Whether every array is finite, read back at once (the host-read path).
+
+    A finite sum of squares proves it in one fast pass per array; only where that sum
+    is not finite (a NaN or inf, or squares too large for the dtype) is each array
+    checked exactly."""
+    arrays = [*params, *(s for ss in slots for s in ss)]
+    square_sum, total = placement.ops.sum_of_squares, 0.0
+    for a in arrays:
+        total = total + square_sum(a)
+    if math.isfinite(total):
+        return True
+    xp = placement.xp
+    return all(bool(xp.all(xp.isfinite(a))) for a in arrays)
 
 
 def _materialized(placement: _backend.Placement, params: list[Array],

@@ -91,6 +91,84 @@ def check_params(model: Sequential, params: Sequence[Any]) -> list[Array]:
     return placed
 
 
+def slot_counts(optimizer: Any, n_params: int) -> list[int]:
+    """How many state arrays ``optimizer`` keeps per parameter, asked of the optimizer
+    itself on empty arrays (Adam 2, SGD with momentum 1, plain SGD 0)."""
+    state = optimizer.init_state(npx, [np.empty(0)] * n_params)
+    return [len(slots) for slots in state["slots"]]
+
+
+def step_arguments(model: Sequential, params: Any, state: Any, X: Any, Y: Any,
+                   optimizer: Any, l2: Any, clip_norm: Any
+                   ) -> tuple[list[Array], dict[str, Any], Array, Array, float, float | None]:
+    """``train_step``'s arguments, checked as ``Trainer`` checks its own: metadata only
+    (types, lengths, shapes, dtypes), so that the checks hold for arrays that
+    ``jax.jit`` is tracing and run once per compilation there. ``l2`` and ``clip_norm``
+    must be Python numbers (static under ``jax.jit``). Returns the params, state, X and
+    Y (torch tensors detached from any autograd graph), ``l2`` and ``clip_norm``.
+    ``optimizer`` is an Optimizer already (the caller checks its type)."""
+    l2 = non_negative("l2", l2)
+    clip_norm = positive("clip_norm", clip_norm, allow_none=True)
+    detached = model.placement.detached
+    params = [detached(p) for p in _step_params(model, params)]
+    state = _step_state(model, optimizer, state, params)
+    placement = model.placement
+    for name, arr in (("X", X), ("Y", Y)):
+        if not (hasattr(arr, "shape") and hasattr(arr, "dtype")):
+            raise TypeError(f"train_step takes X and Y as arrays placed on the model; {name} "
+                            f"is a {type(arr).__name__}: place host data with "
+                            "model.placement.from_host")
+    if not fits(model, X, Y):
+        raise ValueError(f"train_step takes X and Y placed on the model: {placement.dtype} "
+                         f"arrays of shapes (n, {model.n_features}) and (n, {model.n_outputs}); "
+                         f"got X {X.dtype} {tuple(X.shape)} and Y {Y.dtype} {tuple(Y.shape)}. "
+                         "Place host data with model.placement.from_host")
+    return params, state, detached(X), detached(Y), l2, clip_norm
+
+
+def _step_params(model: Sequential, params: Any) -> list[Array]:
+    if not isinstance(params, (list, tuple)):
+        raise TypeError(f"params must be a list of arrays (model.params), got "
+                        f"{type(params).__name__}")
+    if len(params) != len(model.params):
+        raise ValueError(f"params holds {len(params)} arrays, the model has "
+                         f"{len(model.params)}")
+    for i, (p, mine) in enumerate(zip(params, model.params)):
+        if not (hasattr(p, "shape") and hasattr(p, "dtype")):
+            raise TypeError(f"params[{i}] is a {type(p).__name__}, not an array")
+        if tuple(p.shape) != tuple(mine.shape) or p.dtype != mine.dtype:
+            raise ValueError(f"params[{i}] is {p.dtype} {tuple(p.shape)}, the model's is "
+                             f"{mine.dtype} {tuple(mine.shape)}")
+    return list(params)
+
+
+def _step_state(model: Sequential, optimizer: Any, state: Any,
+                params: list[Array]) -> dict[str, Any]:
+    hint = "start from optimizer.init_state(model.xp, params)"
+    if not isinstance(state, dict) or set(state) != {"step", "slots"}:
+        got = list(state) if isinstance(state, dict) else type(state).__name__
+        raise TypeError(f"state must be the optimizer's state, a dict of 'step' and 'slots' "
+                        f"({hint}); got {got}"[:300])
+    slots = state["slots"]
+    wanted = slot_counts(optimizer, len(params))
+    if (not isinstance(slots, (list, tuple)) or len(slots) != len(params)
+            or [len(ss) if isinstance(ss, (list, tuple)) else -1 for ss in slots] != wanted):
+        raise ValueError(f"state['slots'] must hold {wanted} arrays per parameter for "
+                         f"{optimizer!r}; {hint}")
+    for i, (ss, p) in enumerate(zip(slots, params)):
+        for j, s in enumerate(ss):
+            if getattr(s, "shape", None) is None or tuple(s.shape) != tuple(p.shape) \
+                    or s.dtype != p.dtype:
+                raise ValueError(f"state['slots'][{i}][{j}] does not match params[{i}] "
+                                 f"({p.dtype} {tuple(p.shape)}); {hint}")
+    step = state["step"]
+    if isinstance(step, bool) or not (isinstance(step, numbers.Integral)
+                                      or getattr(step, "shape", None) == ()):
+        raise TypeError(f"state['step'] must be an int or a 0-d array, got "
+                        f"{type(step).__name__}")
+    return state
+
+
 def features(model: Sequential, X: Any, name: str = "X", check_values: bool = False) -> Array:
     """``X`` as a (n, n_features) array of the model's backend, device and dtype."""
     return rows(model, X, name, model.n_features, check_values)
@@ -104,7 +182,7 @@ def batch(model: Sequential, X: Any, Y: Any) -> tuple[Array, Array]:
     """
     placement = model.placement
     if placement.owns(X) and placement.owns(Y) and fits(model, X, Y):
-        return X, Y
+        return placement.detached(X), placement.detached(Y)
     Xp = features(model, X)
     return Xp, targets(model, Y, Xp.shape[0])
 
@@ -184,21 +262,31 @@ def rows(model: Sequential, data: Any, name: str, n_cols: int, check_values: boo
 
 
 def as_array(model: Sequential, data: Any, name: str, ndim: int, check_values: bool) -> Array:
-    """Place ``data`` on the model: host data is moved (once), foreign arrays refused."""
+    """Place ``data`` on the model: host data is moved (once), foreign arrays refused.
+
+    With ``check_values``, the values are checked as the model will use them: after the
+    cast to its dtype, so that a float64 value beyond float32's range is refused, not
+    turned into inf. Masked arrays are refused (a mask would be dropped silently), and a
+    torch tensor that requires grad is detached (it would chain the parameters into the
+    caller's autograd graph).
+    """
     placement = model.placement
+    _not_masked(data, name)
     if placement.backend == "dask":
         data = _dask_rows(data, name)
     if placement.owns(data):
-        arr = _check_kind(model.xp, data, name, data.dtype)
+        arr = _check_kind(model.xp, placement.detached(data), name, data.dtype)
         if arr.ndim != ndim:
             raise ValueError(f"{name} must be {ndim}-D, got an array of shape {tuple(arr.shape)}")
         if arr.dtype != model.dtype:
-            arr = model.xp.astype(arr, model.dtype)
-        if check_values:  # training data: computed into memory once, then scanned
-            arr = placement.persist_rows(arr)[0]
-        if check_values and not bool(model.xp.all(model.xp.isfinite(arr))):
-            raise ValueError(f"{name} contains NaN or inf; expected finite values")
-        return arr
+            with placement.quiet():  # values beyond the dtype's range are reported below
+                cast = model.xp.astype(arr, model.dtype)
+        else:
+            cast = arr
+        if check_values:  # training data: computed into memory once (dask), then scanned
+            cast = placement.persist_rows(cast)[0]
+            _check_finite(model.xp, arr, cast, name, placement.dtype)
+        return cast
     foreign = _backend.array_backend(data)
     if foreign == placement.backend:
         raise TypeError(
@@ -216,8 +304,8 @@ def as_array(model: Sequential, data: Any, name: str, ndim: int, check_values: b
     _check_kind(npx, host, name, host.dtype)
     if host.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got an array of shape {host.shape}")
-    if check_values and not np.isfinite(host).all():
-        raise ValueError(f"{name} contains NaN or inf; expected finite values")
+    if check_values:
+        host = cast_finite(host, placement.dtype, name)
     return placement.from_host(host)
 
 
@@ -232,6 +320,32 @@ def _dask_rows(data: Any, name: str) -> Any:
         raise ValueError(f"{name} is a dask array whose row blocks have unknown lengths; "
                          f"call {name}.compute_chunk_sizes(), or pass the dask DataFrame itself")
     return data
+
+
+def cast_finite(host: np.ndarray, dtype: str, name: str) -> np.ndarray:
+    """``host`` cast to ``dtype`` (a float dtype's name), refused (ValueError naming
+    ``name``) where a value is NaN or inf, or becomes inf in the cast."""
+    with np.errstate(over="ignore"):  # values beyond the dtype's range: reported below
+        cast = np.asarray(host, dtype=dtype)
+    _check_finite(npx, host, cast, name, dtype)
+    return cast
+
+
+def _check_finite(xp: Any, original: Array, cast: Array, name: str, dtype: str) -> None:
+    if bool(xp.all(xp.isfinite(cast))):
+        return
+    if cast is not original and bool(xp.all(xp.isfinite(original))):
+        largest = float(np.finfo(dtype).max)
+        raise ValueError(f"{name} holds values beyond {dtype}'s range (+-{largest:.4g}), "
+                         f"which would become inf in {dtype}; scale them, or use float64")
+    raise ValueError(f"{name} contains NaN or inf; expected finite values")
+
+
+def _not_masked(data: Any, name: str) -> None:
+    if isinstance(data, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array, which portable_mlp does not honour (its "
+                        f"mask would be ignored); pass {name}.filled(value) or drop the masked "
+                        f"rows ({name}[~{name}.mask.any(axis=1)] for 2-D data)")
 
 
 def _device(x: Any) -> Any:

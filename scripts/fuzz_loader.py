@@ -1,8 +1,10 @@
 """Feed the checkpoint loader random and mutated files; count what it raised.
 
 Every input must either load (a mutation that still describes a valid model, e.g. a
-flipped bit inside a weight) or raise ValueError. Anything else is a bug: the
-script prints it and exits with status 1.
+flipped bit inside a weight) or raise ValueError. The mutations: random bytes, byte
+flips, cuts, splices, forged lengths, edits of the header's fields, and types
+substituted into any field of the header or of the JSON held in its metadata.
+Anything else is a bug: the script prints it and exits with status 1.
 
     python scripts/fuzz_loader.py --n 1000000 --seed 0
 """
@@ -57,6 +59,49 @@ def join(header: dict | str, body: bytes, pad: bool = True) -> bytes:
     if pad:
         text += b" " * (-len(text) % 8)
     return struct.pack("<Q", len(text)) + text + body
+
+
+SUBSTITUTES: list[object] = [[], ["F64"], [1, 2], {}, {"a": 1}, {"name": "sgd"}, None, 0, -1,
+                             3, 2**70, 2.5, float("nan"), True, "", "x", "sgd", "F64"]
+
+
+def paths(node: object, path: tuple = ()) -> list[tuple]:
+    """Every path into a JSON value, the value itself included."""
+    out = [path]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out += paths(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out += paths(value, (*path, i))
+    return out
+
+
+def substituted(rng: np.random.Generator, node: object) -> object:
+    """``node`` with one field (or itself) replaced by a value of another type."""
+    value = json.loads(json.dumps(pick(rng, SUBSTITUTES)))
+    path = pick(rng, paths(node))
+    if not path:
+        return value
+    copy = json.loads(json.dumps(node))
+    parent = copy
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    return copy
+
+
+def substitute_type(rng: np.random.Generator, data: bytes) -> bytes:
+    """A type substituted into one field of the header, or of the JSON in a metadata
+    string (the pieces, the optimizer record)."""
+    header, body = split(data)
+    meta = header["__metadata__"]
+    inner = [k for k in ("pieces", "optimizer") if k in meta]
+    if inner and rng.integers(2):
+        key = pick(rng, inner)
+        meta[key] = json.dumps(substituted(rng, json.loads(meta[key])))
+        return join(header, body)
+    return join(substituted(rng, header), body)
 
 
 def mutate_header(rng: np.random.Generator, data: bytes) -> bytes:
@@ -130,7 +175,7 @@ def mutate_header(rng: np.random.Generator, data: bytes) -> bytes:
 
 def mutate(rng: np.random.Generator, bases: list[bytes]) -> bytes:
     data = bases[rng.integers(len(bases))]
-    kind = rng.integers(9)
+    kind = rng.integers(10)
     if kind == 0:
         return rng.bytes(int(rng.integers(0, 300)))
     if kind == 1:
@@ -153,6 +198,8 @@ def mutate(rng: np.random.Generator, bases: list[bytes]) -> bytes:
         (n,) = struct.unpack("<Q", data[:8])
         buf[8 + int(rng.integers(n))] = int(rng.integers(256))
         return bytes(buf)
+    if kind == 7:
+        return substitute_type(rng, data)
     return mutate_header(rng, data)
 
 

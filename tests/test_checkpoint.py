@@ -248,9 +248,7 @@ HOSTILE = {
                     "holds a NUL byte"),
     "unknown dtype": (_edit(_set(["param.0", "dtype"], "F128")), "dtype 'F128'"),
     "integer dtype": (_edit(_set(["param.0", "dtype"], "I64")), "known to safetensors but"),
-    "gap": (_edit(lambda h, b: (_set(["param.0", "data_offsets"], [8, 8 + 64])(h, b),
-                                _set(["param.0", "shape"], [2, 4])(h, b))),
-            "a gap before"),
+    "gap": (_edit(lambda h, b: _shift_first(h, 8)), "a gap before"),
     "overlap": (_edit(_set(["param.1", "data_offsets"], [0, 32])), "overlap"),
     "shape vs bytes": (_edit(_set(["param.0", "shape"], [3, 4])), "needs 96 bytes"),
     "negative dim": (_edit(_set(["param.0", "shape"], [-2, -4])), "non-negative integer"),
@@ -285,6 +283,13 @@ HOSTILE = {
                              "is not valid"),
     "NaN weights": (lambda d: d[:-8] + struct.pack("<d", float("nan")), "holds NaN or inf"),
 }
+
+
+def _shift_first(header, by):
+    """Move the tensor stored first ``by`` bytes on (the writer picks the order)."""
+    first = next(v for k, v in header.items() if k != "__metadata__"
+                 and v["data_offsets"][0] == 0)
+    first["data_offsets"] = [o + by for o in first["data_offsets"]]
 
 
 def _extra(data):
