@@ -119,6 +119,7 @@ class Trainer:
         self.check_every = validation.positive("check_every", check_every, integer=True)
         self.compiled = _check_compile(model, compile)
         self.steps = 0                      # completed steps
+        self.log_keys: tuple[str, ...] | None = None  # set by fit: what each epoch logs
         self.stop_training = False          # a callback may set it to end fit
         self._guard: tuple[Array, Array, Array] | None = None  # deferred check, on device
         self._last_loss: Array | None = None
@@ -296,6 +297,7 @@ class Trainer:
             history.update(val_loss=[], val_accuracy=[])
         self.stop_training = self._interrupted = False
         ends: list[int] = []  # the step count at the end of each epoch in history
+        self.log_keys = tuple(history)  # what each epoch logs: callbacks check against it
         with self._defer_sigint():
             for cb in cbs:
                 cb.on_train_begin(self)
@@ -339,6 +341,7 @@ class Trainer:
             logs = run_epoch()
             if logs is None:  # interrupted within the epoch
                 return
+            self._refuse_non_finite(epoch, logs)
             for key, value in logs.items():
                 history[key].append(value)
             ends.append(self.steps)
@@ -347,6 +350,18 @@ class Trainer:
                 cb.on_epoch_end(self, epoch, logs)
             if self.stop_training:
                 return
+
+    def _refuse_non_finite(self, epoch: int, logs: dict[str, float]) -> None:
+        """An epoch whose logs are not finite (a loss summed past float's range, a model
+        that overflows on the validation data) is a divergence: it is not logged, and no
+        callback sees it as a good epoch."""
+        bad = [key for key, value in logs.items() if not math.isfinite(value)]
+        if not bad:
+            return
+        self.check_divergence()  # a skipped step is named exactly
+        raise DivergenceError(self.steps, self._last_finite_loss(), detail=(
+            f"epoch {epoch + 1} logged non-finite {', '.join(bad)}; the model holds its "
+            f"parameters after step {self.steps}, the last one applied"))
 
     @contextlib.contextmanager
     def _defer_sigint(self) -> Iterator[None]:

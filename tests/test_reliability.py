@@ -356,6 +356,26 @@ def test_early_stopping_on_val_loss_without_validation_data_fails_at_train_begin
         pm.EarlyStopping("val_loss").on_train_begin(trainer)
 
 
+def test_early_stopping_on_val_loss_without_validation_data_fails_before_any_step():
+    trainer = pm.Trainer(pm.MLP([2, 3, 2], seed=0))
+    before = _snapshot(trainer)
+    with pytest.raises(ValueError, match="pass validation_data"):
+        trainer.fit(*_xor(), epochs=2, progress=False, callbacks=[pm.EarlyStopping("val_loss")])
+    _assert_same(_snapshot(trainer), before)
+
+
+def test_an_epoch_with_a_non_finite_log_is_a_divergence_never_logged():
+    """The model after epoch 2 overflows on the validation data: DivergenceError, and the
+    history and the callbacks never see that epoch."""
+    X, Y = _xor()
+    model = pm.MLP([2, 3, 2], activation="identity", output="identity", seed=0)
+    seen = []
+    with pytest.raises(pm.DivergenceError, match="non-finite val_loss") as info:
+        pm.fit(model, X, Y, epochs=5, progress=False, validation_data=(X * 1e200, Y),
+               callbacks=[lambda trainer, epoch, logs: seen.append(epoch)])
+    assert seen == [] and info.value.history["val_loss"] == []
+
+
 def test_a_callback_function_of_the_wrong_arity_fails_before_any_step():
     trainer = pm.Trainer(pm.MLP([2, 3, 2], seed=0))
     before = _snapshot(trainer)
