@@ -39,7 +39,7 @@ import safetensors.numpy
 
 from portable_mlp import _backend, layers, optim, validation
 from portable_mlp._backend import Placement
-from portable_mlp.callbacks import Callback
+from portable_mlp.callback_base import Callback
 from portable_mlp.train import DivergenceError
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from portable_mlp import _backend, validation
-from portable_mlp.callbacks import Callback
+from portable_mlp.callback_base import Callback
 
 try:
     from matplotlib import colormaps

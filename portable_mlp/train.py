@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 
 from portable_mlp import _backend, batches, grad, optim, validation
-from portable_mlp.callbacks import as_callbacks
+from portable_mlp.callback_base import as_callbacks
 
 if TYPE_CHECKING:
     from portable_mlp.model import Sequential

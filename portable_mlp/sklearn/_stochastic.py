@@ -23,7 +23,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 from portable_mlp import _backend
-from portable_mlp.callbacks import Callback
+from portable_mlp.callback_base import Callback
 from portable_mlp.optim import SGD, Adam
 from portable_mlp.train import DivergenceError, Trainer, TrainingInterrupted
 
