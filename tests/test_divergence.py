@@ -157,3 +157,18 @@ def test_deferred_check_reads_nothing_back_on_jax(xor_data):
             trainer.step(Xd, Yd)
     trainer.check_divergence()
     assert trainer.steps == 6
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_a_schedule_that_grows_past_floats_range_is_a_divergence(deferred):
+    """step_decay(every=1, factor=2) reaches 2.0**1024 at step 1024: a rate of inf, so the
+    step diverges (DivergenceError), never an OverflowError from the host arithmetic."""
+    X, y = pm.datasets.xor(n=20, seed=0)
+    model = pm.MLP([2, 3, 2], seed=0, dtype="float64")
+    if deferred:
+        model.placement.__dict__["host_reads_are_free"] = False
+    opt = pm.SGD(lr=5e-324, schedule=pm.optim.step_decay(every=1, factor=2.0))  # tiny until
+    with pytest.raises(pm.DivergenceError) as info:                           # 2**1024
+        pm.Trainer(model, optimizer=opt).fit(X, y, epochs=2000, progress=False)
+    assert info.value.step == 1025  # the 0-based step 1024 is the first past float's range
+    assert all(np.isfinite(p).all() for p in model.host_params())
