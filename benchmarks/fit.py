@@ -48,7 +48,8 @@ def _set_threads(n: int | None) -> str:
     return ", ".join(described)
 
 
-def measure(config_name: str, backends: list[str], rounds: int) -> list[dict[str, Any]]:
+def measure(config_name: str, backends: list[str], rounds: int,
+            clock: Any = time.perf_counter) -> list[dict[str, Any]]:
     config = FIT_CONFIGS[config_name]
     works = {b: build(b, config) for b in backends}
     runs = [(b, v) for b in backends for v in ("hand", "portable_mlp")]
@@ -59,10 +60,10 @@ def measure(config_name: str, backends: list[str], rounds: int) -> list[dict[str
         works[b].sync()
     for r in range(rounds):
         for b, v in (runs if r % 2 == 0 else runs[::-1]):
-            start = time.perf_counter()
+            start = clock()
             last[b, v] = getattr(works[b], v)()
             works[b].sync()
-            times[b, v].append((time.perf_counter() - start) / config.epochs)
+            times[b, v].append((clock() - start) / config.epochs)
     rows = []
     for b in backends:
         hand, ours = times[b, "hand"], times[b, "portable_mlp"]
@@ -114,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="N (1-999)")
     parser.add_argument("--threads", type=int, default=None, choices=range(1, 1025),
                         metavar="N")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with this process's CPU time, not the wall clock: steadier "
+                             "on a busy machine for single-threaded runs (NumPy with "
+                             "--threads 1); not for JAX or torch, whose threads it adds up")
     args = parser.parse_args(argv)
     threads = _set_threads(args.threads)
     backends = []
@@ -130,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     if not backends:
         print("nothing measured: none of the backends is installed", file=sys.stderr)
         return 1
-    rows = [row for c in args.configs for row in measure(c, backends, args.rounds)]
-    print(f"threads: {threads}; {args.rounds} rounds, medians; epoch times")
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    rows = [row for c in args.configs for row in measure(c, backends, args.rounds, clock)]
+    kind = "CPU" if args.cpu_time else "wall-clock"
+    print(f"threads: {threads}; {args.rounds} rounds, medians; {kind} epoch times")
     print(table(rows))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "fit.json"
