@@ -15,7 +15,8 @@ from portable_mlp.layers import Identity, Linear, Piece, ReLU, Sigmoid, Softmax,
 from portable_mlp.lbfgs import LBFGS
 from portable_mlp.model import MLP, Sequential
 from portable_mlp.optim import SGD, Adam, Optimizer
-from portable_mlp.train import DivergenceError, Trainer, TrainingInterrupted, fit, train_step
+from portable_mlp.steps import train_step
+from portable_mlp.train import DivergenceError, Trainer, TrainingInterrupted, fit
 
 __version__ = "0.1.0"
 

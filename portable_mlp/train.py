@@ -13,16 +13,16 @@ import contextlib
 import functools
 import math
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from portable_mlp import _backend, batches, grad, optim, validation
+from portable_mlp import _backend, batches, grad, optim, steps, validation
 from portable_mlp.callback_base import as_callbacks
+from portable_mlp.progress import Silent, check_verbose, progress_report
 
 if TYPE_CHECKING:
     from portable_mlp.model import Sequential
@@ -72,17 +72,6 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.step, self.history)
-
-
-@dataclass(frozen=True)
-class _Settings:
-    """What a pure step needs besides arrays: fixed while a compiled function lives."""
-
-    model: Sequential
-    optimizer: optim.Optimizer
-    loss_fn: Any
-    l2: float
-    clip_norm: float | None
 
 
 @dataclass(frozen=True)
@@ -166,27 +155,27 @@ class Trainer:
         the host, update into copies, and check the new parameters and slots: a step
         whose update is not finite is dropped whole."""
         model = self.model
-        loss, grads, sq_norm, out = _gradients(model, model.params, X, Y, self._loss_fn,
+        loss, grads, sq_norm, out = steps.gradients(model, model.params, X, Y, self._loss_fn,
                                                self.l2, w, self.clip_norm)
         if not (math.isfinite(loss) and math.isfinite(sq_norm)):
             raise DivergenceError(self.steps + 1, self._last_finite_loss())
-        params, state = _update_copy(model.placement, self.optimizer, model.params, grads,
+        params, state = steps.update_copy(model.placement, self.optimizer, model.params, grads,
                                      state)
-        if not _all_finite_on_host(model.placement, params, state["slots"]):
+        if not steps.all_finite_on_host(model.placement, params, state["slots"]):
             raise DivergenceError(self.steps + 1, self._last_finite_loss())
-        return params, state, loss, (_hits(model, out, Y, w) if count_hits else None)
+        return params, state, loss, (steps.weighted_hits(model, out, Y, w) if count_hits else None)
 
     def _guarded_update(self, X: Array, Y: Array, w: Array | None, state: dict[str, Any],
                         count_hits: bool) -> tuple[list[Array], dict[str, Any], Array, Any]:
         """Apply the update only while every step so far was finite, its update included
         (no host sync)."""
         placement = self.model.placement
-        guard = self._guard or _fresh_guard(placement)
+        guard = self._guard or steps.fresh_guard(placement)
         step, lr = state["step"], self.optimizer.learning_rate(state["step"])
-        run = self._function(_guarded_step, count_hits)
+        run = self._function(steps.guarded_step, count_hits)
         params, state, guard, loss, hits = run(self.model.params, state, guard, X, Y, w, lr)
         extra = [loss, *guard] if hits is None else [loss, *guard, hits]
-        params, slots, (loss, *rest) = _materialized(placement, params, state["slots"], extra)
+        params, slots, (loss, *rest) = steps.materialized(placement, params, state["slots"], extra)
         self._guard = (rest[0], rest[1], rest[2])
         self._unchecked += 1
         if self._unchecked >= self.check_every:
@@ -201,7 +190,7 @@ class Trainer:
                id(self.optimizer), id(self.model))
         found = self._functions.get(key)
         if found is None:
-            settings = _Settings(self.model, self.optimizer, self._loss_fn, self.l2,
+            settings = steps.Settings(self.model, self.optimizer, self._loss_fn, self.l2,
                                  self.clip_norm)
             found = functools.partial(fn, settings, *static)
             if self.compiled:
@@ -282,7 +271,7 @@ class Trainer:
         model = self.model
         epochs = validation.positive("epochs", epochs, integer=True)
         batch_size = validation.positive("batch_size", batch_size, integer=True, allow_none=True)
-        verbose = _check_verbose(verbose)
+        verbose = check_verbose(verbose)
         Xd = validation.features(model, X, check_values=True)
         Yd = validation.targets(model, Y, Xd.shape[0], check_values=True)
         wd = validation.sample_weights(model, sample_weight, Xd.shape[0])
@@ -333,7 +322,7 @@ class Trainer:
                                       "validation Y", True)
 
     def _epochs(self, run_epoch: Callable[[], dict[str, float] | None], epochs: int,
-                cbs: list[Any], history: dict[str, list[float]], bar: _NoBar,
+                cbs: list[Any], history: dict[str, list[float]], bar: Silent,
                 ends: list[int]) -> None:
         for epoch in range(epochs):
             if self._interrupted:
@@ -429,14 +418,14 @@ class Trainer:
         epoch has the same shapes (one compilation per fit)."""
         model, optimizer = self.model, self.optimizer
         placement = model.placement
-        plan = _EpochPlan.draw(data, batch_size, shuffle, rng)
+        plan = steps.EpochPlan.draw(data, batch_size, shuffle, rng)
         state = optimizer.ensure_state(placement.xp, model.params)
         step0 = state["step"]
         taken = np.cumsum(plan.active) - plan.active  # active steps before each batch
         lrs = [optimizer.learning_rate(step0 + int(k)) for k in taken]
-        run = self._function(_scan_epoch)
+        run = self._function(steps.scan_epoch)
         params, slots, guard, summary = run(
-            model.params, state["slots"], step0, self._guard or _fresh_guard(placement),
+            model.params, state["slots"], step0, self._guard or steps.fresh_guard(placement),
             data.X, data.Y, *plan.arguments(placement, lrs))
         n_active = int(plan.active.sum())
         model.params = self._params = params
@@ -451,59 +440,9 @@ class Trainer:
     def evaluate(self, X: Array, Y: Array, w: Array | None = None) -> dict[str, float]:
         """Loss (with the l2 term) and accuracy of the current model on placed data
         (weighted means with per-sample weights ``w``)."""
-        loss, accuracy = self._function(_evaluation)(self.model.params, X, Y, w)
+        loss, accuracy = self._function(steps.evaluation)(self.model.params, X, Y, w)
         loss, accuracy = self.model.placement.read_scalars([loss, accuracy])
         return {"loss": loss, "accuracy": accuracy}
-
-
-@dataclass(frozen=True)
-class _EpochPlan:
-    """One epoch's batches, drawn on the host: row indices ``(batches, size)``, per-row
-    weights (None when every row counts once), and what each batch weighs."""
-
-    indices: np.ndarray
-    weights: np.ndarray | None
-    counts: np.ndarray
-
-    def arguments(self, placement: _backend.Placement, lrs: list[float]) -> tuple[Any, ...]:
-        """``indices, weights, lrs, counts`` for ``_scan_epoch``, as host arrays (compiled
-        code takes them as they are); one full batch in order needs no indices, and its
-        rate and count go in as plain numbers."""
-        if self.single:
-            return None, None, lrs[0], float(self.counts[0])
-        dtype = np.dtype(placement.dtype)
-        weights = None if self.weights is None else self.weights.astype(dtype)
-        return (self.indices.astype(_backend.dtype_name(placement.int_dtype)), weights,
-                np.asarray(lrs, dtype=dtype), self.counts.astype(dtype))
-
-    @property
-    def single(self) -> bool:
-        """One full batch, in order, every row weighing 1: train on the data as it is."""
-        return self.indices.shape[0] == 1 and self.weights is None
-
-    @property
-    def active(self) -> np.ndarray:
-        """Batches that hold samples in effect (a batch of zero weight is skipped)."""
-        return (self.counts > 0).astype(np.int64)
-
-    @classmethod
-    def draw(cls, data: _Data, batch_size: int | None, shuffle: bool,
-             rng: np.random.Generator) -> _EpochPlan:
-        """The same order as the eager epoch's (``batches.minibatches``) for the same
-        ``rng``; the last batch padded with weight-0 copies of row 0."""
-        n = data.n
-        size = n if batch_size is None or batch_size >= n else batch_size
-        order = rng.permutation(n) if shuffle and size < n else np.arange(n)
-        n_batches = -(-n // size)
-        pad = n_batches * size - n
-        indices = np.concatenate([order, np.zeros(pad, dtype=order.dtype)])
-        weights = None
-        if data.w_host is not None or pad:
-            rows = np.ones(n) if data.w_host is None else data.w_host[order]
-            weights = np.concatenate([rows, np.zeros(pad)]).reshape(n_batches, size)
-        ordered = None if data.w_host is None else data.w_host[order]
-        counts = batches.batch_counts(n, size, ordered)
-        return cls(indices.reshape(n_batches, size), weights, counts)
 
 
 def _check_compile(model: Sequential, compile: Any) -> bool:
@@ -515,284 +454,9 @@ def _check_compile(model: Sequential, compile: Any) -> bool:
     return model.placement.compiles if compile is None else compile
 
 
-def _fresh_guard(placement: _backend.Placement) -> tuple[Array, Array, Array]:
-    """The deferred check's state: every step finite so far, the last finite loss (none
-    yet: NaN) and the steps skipped since the first non-finite one."""
-    xp, device = placement.xp, placement.device_obj
-    return (xp.asarray(True, device=device),
-            xp.asarray(math.nan, dtype=placement.dtype_obj, device=device),
-            xp.asarray(0, dtype=placement.int_dtype, device=device))
-
-
-def _guarded_step(settings: _Settings, count_hits: bool, params: list[Array],
-                  state: dict[str, Any], guard: tuple[Array, Array, Array], X: Array, Y: Array,
-                  w: Array | None, lr: Any
-                  ) -> tuple[list[Array], dict[str, Any], tuple[Array, Array, Array], Array,
-                             Array | None]:
-    """Pure: one step that updates only while every step so far was finite, its update
-    included (``guard``); returns the params, state, guard, loss and (``count_hits``)
-    the weighted hits."""
-    model = settings.model
-    placement = model.placement
-    xp = placement.xp
-    loss, grads, sq_norm, out = _gradients(model, params, X, Y, settings.loss_fn, settings.l2,
-                                           w, settings.clip_norm)
-    healthy = guard[0] & xp.isfinite(loss) & xp.isfinite(sq_norm)
-    params, state, healthy = _update_where(healthy, placement, settings.optimizer, params,
-                                           grads, state, lr)
-    guard = (healthy, xp.where(healthy, loss, guard[1]),
-             guard[2] + xp.astype(~healthy, placement.int_dtype))
-    return params, state, guard, loss, (_hits(model, out, Y, w) if count_hits else None)
-
-
-def _scan_epoch(settings: _Settings, params: list[Array], slots: list[list[Array]], step: Any,
-                guard: tuple[Array, Array, Array], X: Array, Y: Array, indices: Array | None,
-                weights: Array | None, lrs: Any, counts: Any
-                ) -> tuple[list[Array], list[list[Array]], tuple[Array, Array, Array], Array]:
-    """Pure: the epoch's guarded steps as one scan over its batches (compiled code).
-
-    A batch whose count is 0 (all its weights zero) changes nothing and counts no step.
-    Returns the params, slots, guard, and a summary to read back in one transfer: the
-    summed (count-weighted) losses, the summed hits, and 1 if every step was finite.
-    """
-    placement = settings.model.placement
-    xp = placement.xp
-    zero = xp.asarray(0.0, dtype=placement.dtype_obj, device=placement.device_obj)
-
-    def train(carry: Any, Xb: Array, Yb: Array, w: Array | None, lr: Array, count: Array
-              ) -> Any:
-        params, slots, step, guard, loss_sum, hit_sum = carry
-        state = {"step": step, "slots": slots}
-        new = _guarded_step(settings, True, params, state, guard, Xb, Yb, w, lr)
-        new_carry = (new[0], new[1]["slots"], new[1]["step"], new[2],
-                     loss_sum + new[3] * count, hit_sum + new[4])
-        if w is None:  # no batch of zero weight
-            return new_carry
-        return _tree_where(xp, count > 0, new_carry, carry)
-
-    def body(carry: Any, batch: Any) -> tuple[Any, None]:
-        rows, lr, count, w = batch if weights is not None else (*batch, None)
-        Xb, Yb = xp.take(X, rows, axis=0), xp.take(Y, rows, axis=0)
-        return train(carry, Xb, Yb, w, lr, count), None
-
-    carry = (params, slots, step, guard, zero, zero)
-    if indices is None:  # one full batch, in order (_EpochPlan.single): no loop, no gather
-        carry = train(carry, X, Y, None, lrs, counts)
-    else:
-        xs = (indices, lrs, counts) if weights is None else (indices, lrs, counts, weights)
-        carry = placement.scan(body, carry, xs)[0]
-    params, slots, _, guard, loss_sum, hit_sum = carry
-    summary = xp.stack([loss_sum, hit_sum, xp.astype(guard[0], loss_sum.dtype)])
-    return params, slots, guard, summary
-
-
-def _tree_where(xp: Any, cond: Array, new: Any, old: Any) -> Any:
-    """``where(cond, new, old)`` over matching nests of tuples and lists of arrays."""
-    if isinstance(new, (tuple, list)):
-        return type(new)(_tree_where(xp, cond, n, o) for n, o in zip(new, old))
-    return xp.where(cond, new, old)
-
-
-def _evaluation(settings: _Settings, params: list[Array], X: Array, Y: Array,
-                w: Array | None) -> tuple[Array, Array]:
-    """Pure: the loss (with the l2 term) and the (weighted) accuracy of ``params``."""
-    model = settings.model
-    out, _ = model.forward(X, params)
-    value, _, n = grad.output_loss(model, params, out, Y, settings.loss_fn, settings.l2, w)
-    return value, _hits(model, out, Y, w) / n
-
-
-def _hits(model: Sequential, out: Array, Y: Array, w: Array | None) -> Array:
-    """How many samples ``out`` classifies as ``Y`` does (the sum of their weights)."""
-    xp = model.xp
-    right = model.classes_of(out) == model.classes_of(Y)
-    if w is None:
-        return xp.astype(xp.count_nonzero(right), out.dtype)
-    return xp.sum(xp.where(right, w, 0.0))
-
-
-def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X: Array,
-               Y: Array, optimizer: optim.Optimizer, loss: str = "mse", l2: float = 0.0,
-               clip_norm: float | None = None, lr: Any = None
-               ) -> tuple[list[Array], dict[str, Any], Array, Array]:
-    """Pure: one step of ``model``'s network from ``params`` and the optimizer ``state``
-    (``optimizer.init_state(xp, params)`` to start) on arrays placed on the model.
-
-    Returns ``(params, state, loss, finite)``. Nothing is read back to the host and
-    nothing is stored, so ``jax.jit`` compiles it whole, e.g.
-    ``jax.jit(functools.partial(pm.train_step, model, optimizer=opt))``. Where the loss,
-    a gradient or the updated parameters or slots are not finite, the ``params`` and
-    slots passed in come back (selected with ``where``) and ``finite`` is False;
-    ``state["step"]`` counts steps taken, finite or not. The arguments are checked as
-    ``Trainer`` checks its own (metadata only, so under ``jax.jit`` once, when traced);
-    ``l2`` and ``clip_norm`` must be Python numbers. The inputs are never modified. On
-    dask the results are persisted, as in ``Trainer``, so that the graph stays bounded.
-    Under ``jax.jit`` the step count comes back as an array: start from
-    ``state["step"] = jnp.asarray(0)`` to compile once, not twice; a learning-rate
-    schedule other than the constant one needs it as a Python int (the optimizer reads
-    it on the host): under ``jax.jit`` pass this step's rate as ``lr``
-    (``optimizer.learning_rate(k)``, an argument, so the rate changes without a new
-    compilation), or train with ``Trainer``, which does that.
-    """
-    loss_fn = grad.check_loss(model, loss)
-    if not isinstance(optimizer, optim.Optimizer):
-        raise TypeError(f"optimizer must be a portable_mlp Optimizer (pm.SGD(...), "
-                        f"pm.Adam(...)), the one whose init_state made state; got "
-                        f"{type(optimizer).__name__} {optimizer!r}"[:300])
-    params, state, X, Y, l2, clip_norm = validation.step_arguments(
-        model, params, state, X, Y, optimizer, l2, clip_norm)
-    placement = model.placement
-    xp = placement.xp
-    with placement.quiet():
-        value, grads, sq_norm, _ = _gradients(model, params, X, Y, loss_fn, l2, None,
-                                              clip_norm)
-        finite = xp.isfinite(value) & xp.isfinite(sq_norm)
-        new_params, new_state, finite = _update_where(finite, placement, optimizer, params,
-                                                      grads, state, lr)
-        new_params, new_state["slots"], (value, finite) = _materialized(
-            placement, new_params, new_state["slots"], [value, finite])
-    return new_params, new_state, value, finite
-
-
-def _gradients(model: Sequential, params: list[Array], X: Array, Y: Array, loss_fn: Any,
-               l2: float, w: Array | None, clip_norm: float | None
-               ) -> tuple[Array, list[Array], Array, Array]:
-    """The loss, the (clipped) gradients, the squared norm of the unclipped ones and the
-    forward pass's output."""
-    loss, grads, out = grad.loss_grads_and_output(model, params, X, Y, loss_fn, l2, w)
-    sq_norm, square_sum = 0.0, model.placement.ops.sum_of_squares
-    for g in grads:
-        sq_norm = sq_norm + square_sum(g)
-    if clip_norm is not None:
-        xp = model.placement.xp
-        scale = xp.minimum(clip_norm / (xp.sqrt(sq_norm) + 1e-12), 1.0)
-        grads = [g * scale for g in grads]
-    return loss, grads, sq_norm, out
-
-
-def _update_copy(placement: _backend.Placement, optimizer: optim.Optimizer,
-                 params: list[Array], grads: list[Array], state: dict[str, Any],
-                 lr: Any = None) -> tuple[list[Array], dict[str, Any]]:
-    """The optimizer's update (at rate ``lr``, None: the schedule's), leaving ``params``
-    and the slots of ``state`` intact: where arrays are writable the update writes into
-    copies, so that a step whose update is not finite can be dropped whole."""
-    if placement.writable:
-        copy = placement.copy
-        params = [copy(p) for p in params]
-        state = {"step": state["step"],
-                 "slots": [[copy(s) for s in slots] for slots in state["slots"]]}
-    return optimizer.update(placement.xp, params, grads, state, lr)
-
-
-def _update_where(ok: Array, placement: _backend.Placement, optimizer: optim.Optimizer,
-                  params: list[Array], grads: list[Array], state: dict[str, Any],
-                  lr: Any = None) -> tuple[list[Array], dict[str, Any], Array]:
-    """The optimizer's update (at rate ``lr``, None: the schedule's) where ``ok`` (a 0-d
-    bool array) holds and the update is finite, else ``params`` and the slots of
-    ``state`` (kept intact); and that flag."""
-    xp, old_slots = placement.xp, state["slots"]
-    new_params, new_state = _update_copy(placement, optimizer, params, grads, state, lr)
-    for new in (*new_params, *(s for slots in new_state["slots"] for s in slots)):
-        ok = ok & xp.all(xp.isfinite(new))
-    new_params = [xp.where(ok, new, old) for new, old in zip(new_params, params)]
-    new_state["slots"] = [[xp.where(ok, n, o) for n, o in zip(ns, os)]
-                          for ns, os in zip(new_state["slots"], old_slots)]
-    return new_params, new_state, ok
-
-
-def _all_finite_on_host(placement: _backend.Placement, params: list[Array],
-                        slots: list[list[Array]]) -> bool:
-    """Whether every array is finite, read back at once (the host-read path).
-
-    A finite sum of squares proves it in one fast pass per array; only where that sum
-    is not finite (a NaN or inf, or squares too large for the dtype) is each array
-    checked exactly."""
-    arrays = [*params, *(s for ss in slots for s in ss)]
-    square_sum, total = placement.ops.sum_of_squares, 0.0
-    for a in arrays:
-        total = total + square_sum(a)
-    if math.isfinite(total):
-        return True
-    xp = placement.xp
-    return all(bool(xp.all(xp.isfinite(a))) for a in arrays)
-
-
-def _materialized(placement: _backend.Placement, params: list[Array],
-                  slots: list[list[Array]], extra: list[Array]
-                  ) -> tuple[list[Array], list[list[Array]], list[Array]]:
-    """``params``, ``slots`` and ``extra`` computed into memory together (dask: one
-    persist, so the graph stays bounded); the same arrays elsewhere."""
-    flat = placement.materialize([*params, *[s for ss in slots for s in ss], *extra])
-    n, m = len(params), len(flat) - len(extra)
-    rest = iter(flat[n:m])
-    return flat[:n], [[next(rest) for _ in ss] for ss in slots], flat[m:]
-
-
 def fit(model: Sequential, X: Any, Y: Any, loss: str = "mse", optimizer: Any = "sgd",
         l2: float = 0.0, clip_norm: float | None = None, **fit_kwargs: Any
         ) -> dict[str, list[float]]:
     """Shorthand for ``Trainer(model, loss, optimizer, l2, clip_norm).fit(X, Y, ...)``."""
     return Trainer(model, loss=loss, optimizer=optimizer, l2=l2,
                    clip_norm=clip_norm).fit(X, Y, **fit_kwargs)
-
-
-class _NoBar:
-    """Shows nothing."""
-
-    def update(self, logs: dict[str, float]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _Bar(_NoBar):
-    """A tqdm bar with the latest loss and accuracy."""
-
-    def __init__(self, epochs: int) -> None:
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=epochs, unit="epoch", leave=False)
-
-    def update(self, logs: dict[str, float]) -> None:
-        shown = {k.replace("accuracy", "acc"): f"{v:.4g}" for k, v in logs.items()}
-        self._bar.set_postfix(shown, refresh=False)
-        self._bar.update(1)
-
-    def close(self) -> None:
-        self._bar.close()
-
-
-class _Lines(_NoBar):
-    """A line every ``every`` epochs and after the last, as Keras's ``verbose=2``."""
-
-    def __init__(self, epochs: int, every: int, stream: TextIO | None = None) -> None:
-        self.epochs, self.every, self.epoch = epochs, every, 0
-        self.stream = sys.stdout if stream is None else stream
-
-    def update(self, logs: dict[str, float]) -> None:
-        self.epoch += 1
-        if self.epoch % self.every == 0 or self.epoch == self.epochs:
-            shown = " - ".join(f"{k} {v:.4g}" for k, v in logs.items())
-            print(f"epoch {self.epoch}/{self.epochs} - {shown}", file=self.stream, flush=True)
-
-
-def shows_progress(progress: bool = True) -> bool:
-    """Whether ``fit(progress=progress)`` draws a bar: wanted, and on a terminal (stderr)."""
-    return bool(progress) and sys.stderr.isatty()
-
-
-def progress_report(epochs: int, progress: bool, verbose: int) -> _NoBar:
-    """A tqdm bar on a terminal; else a line every ``verbose`` epochs (0: nothing)."""
-    if shows_progress(progress):
-        return _Bar(epochs)
-    return _Lines(epochs, verbose) if verbose else _NoBar()
-
-
-def _check_verbose(verbose: Any) -> int:
-    if isinstance(verbose, bool):
-        return int(verbose)
-    if not isinstance(verbose, int) or verbose < 0:
-        raise ValueError(f"verbose must be a non-negative integer (print a line every "
-                         f"verbose epochs; 0: none), got {verbose!r}")
-    return verbose

@@ -17,7 +17,7 @@ import torch
 from sklearn.datasets import load_digits
 
 import portable_mlp as pm
-from portable_mlp import train
+from portable_mlp import steps
 
 
 def main() -> None:
@@ -28,10 +28,10 @@ def main() -> None:
     trainer = pm.Trainer(model, loss="cross_entropy", optimizer=pm.Adam(lr=1e-3))
     Xd = model.placement.from_host(X[:200] / 16.0)
     Yd = model.placement.from_host(np.asarray(pm.one_hot(y[:200], 10)))
-    settings = train._Settings(model, trainer.optimizer, trainer._loss_fn, 0.0, None)
+    settings = steps.Settings(model, trainer.optimizer, trainer._loss_fn, 0.0, None)
     state = trainer.optimizer.ensure_state(model.xp, model.params)
-    guard = train._fresh_guard(model.placement)
-    eager = functools.partial(train._guarded_step, settings, True)
+    guard = steps.fresh_guard(model.placement)
+    eager = functools.partial(steps.guarded_step, settings, True)
     start = time.perf_counter()
     compiled = torch.compile(eager)
     compiled(model.params, state, guard, Xd, Yd, None, 1e-3)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import portable_mlp as pm
-from portable_mlp import train
+from portable_mlp import steps
 
 jax = pytest.importorskip("jax")
 pytestmark = pytest.mark.usefixtures("x64")
@@ -21,13 +21,13 @@ def x64():
 def traces(monkeypatch):
     """How many times the step is traced (compiled code calls it once per trace)."""
     count = [0]
-    original = train._guarded_step
+    original = steps.guarded_step
 
     def counting(*args, **kwargs):
         count[0] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train, "_guarded_step", counting)
+    monkeypatch.setattr(steps, "guarded_step", counting)
     return count
 
 

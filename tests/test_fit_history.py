@@ -90,10 +90,10 @@ def test_verbose_must_be_a_count_of_epochs(verbose):
 
 
 def test_lines_go_to_the_stream_given():
-    from portable_mlp.train import _Lines
+    from portable_mlp.progress import Lines
 
     stream = io.StringIO()
-    lines = _Lines(epochs=2, every=5, stream=stream)
+    lines = Lines(epochs=2, every=5, stream=stream)
     lines.update({"loss": 0.5})
     lines.update({"loss": 0.25})
     assert stream.getvalue() == "epoch 2/2 - loss 0.25\n"

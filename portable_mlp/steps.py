@@ -1,0 +1,296 @@
+"""The pure training step, and the compiled epoch built from it.
+
+Pure: these functions hold nothing and modify none of their inputs (the optimizer's update
+writes into copies where arrays are writable), so ``jax.jit`` compiles them whole.
+``Trainer`` (``portable_mlp.train``) drives them: step by step, or an epoch at a time as
+one compiled ``scan`` where the backend compiles.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from portable_mlp import _backend, batches, grad, optim, validation
+
+if TYPE_CHECKING:
+    from portable_mlp.model import Sequential
+
+Array = Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a pure step needs besides arrays: fixed while a compiled function lives."""
+
+    model: Sequential
+    optimizer: optim.Optimizer
+    loss_fn: Any
+    l2: float
+    clip_norm: float | None
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """One epoch's batches, drawn on the host: row indices ``(batches, size)``, per-row
+    weights (None when every row counts once), and what each batch weighs."""
+
+    indices: np.ndarray
+    weights: np.ndarray | None
+    counts: np.ndarray
+
+    def arguments(self, placement: _backend.Placement, lrs: list[float]) -> tuple[Any, ...]:
+        """``indices, weights, lrs, counts`` for ``scan_epoch``, as host arrays (compiled
+        code takes them as they are); one full batch in order needs no indices, and its
+        rate and count go in as plain numbers."""
+        if self.single:
+            return None, None, lrs[0], float(self.counts[0])
+        dtype = np.dtype(placement.dtype)
+        weights = None if self.weights is None else self.weights.astype(dtype)
+        return (self.indices.astype(_backend.dtype_name(placement.int_dtype)), weights,
+                np.asarray(lrs, dtype=dtype), self.counts.astype(dtype))
+
+    @property
+    def single(self) -> bool:
+        """One full batch, in order, every row weighing 1: train on the data as it is."""
+        return self.indices.shape[0] == 1 and self.weights is None
+
+    @property
+    def active(self) -> np.ndarray:
+        """Batches that hold samples in effect (a batch of zero weight is skipped)."""
+        return (self.counts > 0).astype(np.int64)
+
+    @classmethod
+    def draw(cls, data: Any, batch_size: int | None, shuffle: bool,
+             rng: np.random.Generator) -> EpochPlan:
+        """The same order as the eager epoch's (``batches.minibatches``) for the same
+        ``rng``; the last batch padded with weight-0 copies of row 0."""
+        n = data.n
+        size = n if batch_size is None or batch_size >= n else batch_size
+        order = rng.permutation(n) if shuffle and size < n else np.arange(n)
+        n_batches = -(-n // size)
+        pad = n_batches * size - n
+        indices = np.concatenate([order, np.zeros(pad, dtype=order.dtype)])
+        weights = None
+        if data.w_host is not None or pad:
+            rows = np.ones(n) if data.w_host is None else data.w_host[order]
+            weights = np.concatenate([rows, np.zeros(pad)]).reshape(n_batches, size)
+        ordered = None if data.w_host is None else data.w_host[order]
+        counts = batches.batch_counts(n, size, ordered)
+        return cls(indices.reshape(n_batches, size), weights, counts)
+
+
+def fresh_guard(placement: _backend.Placement) -> tuple[Array, Array, Array]:
+    """The deferred check's state: every step finite so far, the last finite loss (none
+    yet: NaN) and the steps skipped since the first non-finite one."""
+    xp, device = placement.xp, placement.device_obj
+    return (xp.asarray(True, device=device),
+            xp.asarray(math.nan, dtype=placement.dtype_obj, device=device),
+            xp.asarray(0, dtype=placement.int_dtype, device=device))
+
+
+def guarded_step(settings: Settings, count_hits: bool, params: list[Array],
+                  state: dict[str, Any], guard: tuple[Array, Array, Array], X: Array, Y: Array,
+                  w: Array | None, lr: Any
+                  ) -> tuple[list[Array], dict[str, Any], tuple[Array, Array, Array], Array,
+                             Array | None]:
+    """Pure: one step that updates only while every step so far was finite, its update
+    included (``guard``); returns the params, state, guard, loss and (``count_hits``)
+    the weighted hits."""
+    model = settings.model
+    placement = model.placement
+    xp = placement.xp
+    loss, grads, sq_norm, out = gradients(model, params, X, Y, settings.loss_fn, settings.l2,
+                                           w, settings.clip_norm)
+    healthy = guard[0] & xp.isfinite(loss) & xp.isfinite(sq_norm)
+    params, state, healthy = _update_where(healthy, placement, settings.optimizer, params,
+                                           grads, state, lr)
+    guard = (healthy, xp.where(healthy, loss, guard[1]),
+             guard[2] + xp.astype(~healthy, placement.int_dtype))
+    return params, state, guard, loss, (weighted_hits(model, out, Y, w) if count_hits else None)
+
+
+def scan_epoch(settings: Settings, params: list[Array], slots: list[list[Array]], step: Any,
+                guard: tuple[Array, Array, Array], X: Array, Y: Array, indices: Array | None,
+                weights: Array | None, lrs: Any, counts: Any
+                ) -> tuple[list[Array], list[list[Array]], tuple[Array, Array, Array], Array]:
+    """Pure: the epoch's guarded steps as one scan over its batches (compiled code).
+
+    A batch whose count is 0 (all its weights zero) changes nothing and counts no step.
+    Returns the params, slots, guard, and a summary to read back in one transfer: the
+    summed (count-weighted) losses, the summed hits, and 1 if every step was finite.
+    """
+    placement = settings.model.placement
+    xp = placement.xp
+    zero = xp.asarray(0.0, dtype=placement.dtype_obj, device=placement.device_obj)
+
+    def train(carry: Any, Xb: Array, Yb: Array, w: Array | None, lr: Array, count: Array
+              ) -> Any:
+        params, slots, step, guard, loss_sum, hit_sum = carry
+        state = {"step": step, "slots": slots}
+        new = guarded_step(settings, True, params, state, guard, Xb, Yb, w, lr)
+        new_carry = (new[0], new[1]["slots"], new[1]["step"], new[2],
+                     loss_sum + new[3] * count, hit_sum + new[4])
+        if w is None:  # no batch of zero weight
+            return new_carry
+        return _tree_where(xp, count > 0, new_carry, carry)
+
+    def body(carry: Any, batch: Any) -> tuple[Any, None]:
+        rows, lr, count, w = batch if weights is not None else (*batch, None)
+        Xb, Yb = xp.take(X, rows, axis=0), xp.take(Y, rows, axis=0)
+        return train(carry, Xb, Yb, w, lr, count), None
+
+    carry = (params, slots, step, guard, zero, zero)
+    if indices is None:  # one full batch, in order (EpochPlan.single): no loop, no gather
+        carry = train(carry, X, Y, None, lrs, counts)
+    else:
+        xs = (indices, lrs, counts) if weights is None else (indices, lrs, counts, weights)
+        carry = placement.scan(body, carry, xs)[0]
+    params, slots, _, guard, loss_sum, hit_sum = carry
+    summary = xp.stack([loss_sum, hit_sum, xp.astype(guard[0], loss_sum.dtype)])
+    return params, slots, guard, summary
+
+
+def _tree_where(xp: Any, cond: Array, new: Any, old: Any) -> Any:
+    """``where(cond, new, old)`` over matching nests of tuples and lists of arrays."""
+    if isinstance(new, (tuple, list)):
+        return type(new)(_tree_where(xp, cond, n, o) for n, o in zip(new, old))
+    return xp.where(cond, new, old)
+
+
+def evaluation(settings: Settings, params: list[Array], X: Array, Y: Array,
+                w: Array | None) -> tuple[Array, Array]:
+    """Pure: the loss (with the l2 term) and the (weighted) accuracy of ``params``."""
+    model = settings.model
+    out, _ = model.forward(X, params)
+    value, _, n = grad.output_loss(model, params, out, Y, settings.loss_fn, settings.l2, w)
+    return value, weighted_hits(model, out, Y, w) / n
+
+
+def weighted_hits(model: Sequential, out: Array, Y: Array, w: Array | None) -> Array:
+    """How many samples ``out`` classifies as ``Y`` does (the sum of their weights)."""
+    xp = model.xp
+    right = model.classes_of(out) == model.classes_of(Y)
+    if w is None:
+        return xp.astype(xp.count_nonzero(right), out.dtype)
+    return xp.sum(xp.where(right, w, 0.0))
+
+
+def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X: Array,
+               Y: Array, optimizer: optim.Optimizer, loss: str = "mse", l2: float = 0.0,
+               clip_norm: float | None = None, lr: Any = None
+               ) -> tuple[list[Array], dict[str, Any], Array, Array]:
+    """Pure: one step of ``model``'s network from ``params`` and the optimizer ``state``
+    (``optimizer.init_state(xp, params)`` to start) on arrays placed on the model.
+
+    Returns ``(params, state, loss, finite)``. Nothing is read back to the host and
+    nothing is stored, so ``jax.jit`` compiles it whole, e.g.
+    ``jax.jit(functools.partial(pm.train_step, model, optimizer=opt))``. Where the loss,
+    a gradient or the updated parameters or slots are not finite, the ``params`` and
+    slots passed in come back (selected with ``where``) and ``finite`` is False;
+    ``state["step"]`` counts steps taken, finite or not. The arguments are checked as
+    ``Trainer`` checks its own (metadata only, so under ``jax.jit`` once, when traced);
+    ``l2`` and ``clip_norm`` must be Python numbers. The inputs are never modified. On
+    dask the results are persisted, as in ``Trainer``, so that the graph stays bounded.
+    Under ``jax.jit`` the step count comes back as an array: start from
+    ``state["step"] = jnp.asarray(0)`` to compile once, not twice; a learning-rate
+    schedule other than the constant one needs it as a Python int (the optimizer reads
+    it on the host): under ``jax.jit`` pass this step's rate as ``lr``
+    (``optimizer.learning_rate(k)``, an argument, so the rate changes without a new
+    compilation), or train with ``Trainer``, which does that.
+    """
+    loss_fn = grad.check_loss(model, loss)
+    if not isinstance(optimizer, optim.Optimizer):
+        raise TypeError(f"optimizer must be a portable_mlp Optimizer (pm.SGD(...), "
+                        f"pm.Adam(...)), the one whose init_state made state; got "
+                        f"{type(optimizer).__name__} {optimizer!r}"[:300])
+    params, state, X, Y, l2, clip_norm = validation.step_arguments(
+        model, params, state, X, Y, optimizer, l2, clip_norm)
+    placement = model.placement
+    xp = placement.xp
+    with placement.quiet():
+        value, grads, sq_norm, _ = gradients(model, params, X, Y, loss_fn, l2, None,
+                                              clip_norm)
+        finite = xp.isfinite(value) & xp.isfinite(sq_norm)
+        new_params, new_state, finite = _update_where(finite, placement, optimizer, params,
+                                                      grads, state, lr)
+        new_params, new_state["slots"], (value, finite) = materialized(
+            placement, new_params, new_state["slots"], [value, finite])
+    return new_params, new_state, value, finite
+
+
+def gradients(model: Sequential, params: list[Array], X: Array, Y: Array, loss_fn: Any,
+               l2: float, w: Array | None, clip_norm: float | None
+               ) -> tuple[Array, list[Array], Array, Array]:
+    """The loss, the (clipped) gradients, the squared norm of the unclipped ones and the
+    forward pass's output."""
+    loss, grads, out = grad.loss_grads_and_output(model, params, X, Y, loss_fn, l2, w)
+    sq_norm, square_sum = 0.0, model.placement.ops.sum_of_squares
+    for g in grads:
+        sq_norm = sq_norm + square_sum(g)
+    if clip_norm is not None:
+        xp = model.placement.xp
+        scale = xp.minimum(clip_norm / (xp.sqrt(sq_norm) + 1e-12), 1.0)
+        grads = [g * scale for g in grads]
+    return loss, grads, sq_norm, out
+
+
+def update_copy(placement: _backend.Placement, optimizer: optim.Optimizer,
+                 params: list[Array], grads: list[Array], state: dict[str, Any],
+                 lr: Any = None) -> tuple[list[Array], dict[str, Any]]:
+    """The optimizer's update (at rate ``lr``, None: the schedule's), leaving ``params``
+    and the slots of ``state`` intact: where arrays are writable the update writes into
+    copies, so that a step whose update is not finite can be dropped whole."""
+    if placement.writable:
+        copy = placement.copy
+        params = [copy(p) for p in params]
+        state = {"step": state["step"],
+                 "slots": [[copy(s) for s in slots] for slots in state["slots"]]}
+    return optimizer.update(placement.xp, params, grads, state, lr)
+
+
+def _update_where(ok: Array, placement: _backend.Placement, optimizer: optim.Optimizer,
+                  params: list[Array], grads: list[Array], state: dict[str, Any],
+                  lr: Any = None) -> tuple[list[Array], dict[str, Any], Array]:
+    """The optimizer's update (at rate ``lr``, None: the schedule's) where ``ok`` (a 0-d
+    bool array) holds and the update is finite, else ``params`` and the slots of
+    ``state`` (kept intact); and that flag."""
+    xp, old_slots = placement.xp, state["slots"]
+    new_params, new_state = update_copy(placement, optimizer, params, grads, state, lr)
+    for new in (*new_params, *(s for slots in new_state["slots"] for s in slots)):
+        ok = ok & xp.all(xp.isfinite(new))
+    new_params = [xp.where(ok, new, old) for new, old in zip(new_params, params)]
+    new_state["slots"] = [[xp.where(ok, n, o) for n, o in zip(ns, os)]
+                          for ns, os in zip(new_state["slots"], old_slots)]
+    return new_params, new_state, ok
+
+
+def all_finite_on_host(placement: _backend.Placement, params: list[Array],
+                        slots: list[list[Array]]) -> bool:
+    """Whether every array is finite, read back at once (the host-read path).
+
+    A finite sum of squares proves it in one fast pass per array; only where that sum
+    is not finite (a NaN or inf, or squares too large for the dtype) is each array
+    checked exactly."""
+    arrays = [*params, *(s for ss in slots for s in ss)]
+    square_sum, total = placement.ops.sum_of_squares, 0.0
+    for a in arrays:
+        total = total + square_sum(a)
+    if math.isfinite(total):
+        return True
+    xp = placement.xp
+    return all(bool(xp.all(xp.isfinite(a))) for a in arrays)
+
+
+def materialized(placement: _backend.Placement, params: list[Array],
+                  slots: list[list[Array]], extra: list[Array]
+                  ) -> tuple[list[Array], list[list[Array]], list[Array]]:
+    """``params``, ``slots`` and ``extra`` computed into memory together (dask: one
+    persist, so the graph stays bounded); the same arrays elsewhere."""
+    flat = placement.materialize([*params, *[s for ss in slots for s in ss], *extra])
+    n, m = len(params), len(flat) - len(extra)
+    rest = iter(flat[n:m])
+    return flat[:n], [[next(rest) for _ in ss] for ss in slots], flat[m:]
