@@ -74,11 +74,11 @@ class EpochPlan:
         n_batches = -(-n // size)
         pad = n_batches * size - n
         indices = np.concatenate([order, np.zeros(pad, dtype=order.dtype)])
-        weights = None
-        if data.w_host is not None or pad:
-            rows = np.ones(n) if data.w_host is None else data.w_host[order]
-            weights = np.concatenate([rows, np.zeros(pad)]).reshape(n_batches, size)
         ordered = None if data.w_host is None else data.w_host[order]
+        weights = None
+        if ordered is not None or pad:
+            rows = np.ones(n) if ordered is None else ordered
+            weights = np.concatenate([rows, np.zeros(pad)]).reshape(n_batches, size)
         counts = batches.batch_counts(n, size, ordered)
         return cls(indices.reshape(n_batches, size), weights, counts)
 
@@ -93,10 +93,10 @@ def fresh_guard(placement: _backend.Placement) -> tuple[Array, Array, Array]:
 
 
 def guarded_step(settings: Settings, count_hits: bool, params: list[Array],
-                  state: dict[str, Any], guard: tuple[Array, Array, Array], X: Array, Y: Array,
-                  w: Array | None, lr: Any
-                  ) -> tuple[list[Array], dict[str, Any], tuple[Array, Array, Array], Array,
-                             Array | None]:
+                 state: dict[str, Any], guard: tuple[Array, Array, Array], X: Array, Y: Array,
+                 w: Array | None, lr: Any
+                 ) -> tuple[list[Array], dict[str, Any], tuple[Array, Array, Array], Array,
+                            Array | None]:
     """Pure: one step that updates only while every step so far was finite, its update
     included (``guard``); returns the params, state, guard, loss and (``count_hits``)
     the weighted hits."""
@@ -104,7 +104,7 @@ def guarded_step(settings: Settings, count_hits: bool, params: list[Array],
     placement = model.placement
     xp = placement.xp
     loss, grads, sq_norm, out = gradients(model, params, X, Y, settings.loss_fn, settings.l2,
-                                           w, settings.clip_norm)
+                                          w, settings.clip_norm)
     healthy = guard[0] & xp.isfinite(loss) & xp.isfinite(sq_norm)
     params, state, healthy = _update_where(healthy, placement, settings.optimizer, params,
                                            grads, state, lr)
@@ -114,9 +114,9 @@ def guarded_step(settings: Settings, count_hits: bool, params: list[Array],
 
 
 def scan_epoch(settings: Settings, params: list[Array], slots: list[list[Array]], step: Any,
-                guard: tuple[Array, Array, Array], X: Array, Y: Array, indices: Array | None,
-                weights: Array | None, lrs: Any, counts: Any
-                ) -> tuple[list[Array], list[list[Array]], tuple[Array, Array, Array], Array]:
+               guard: tuple[Array, Array, Array], X: Array, Y: Array, indices: Array | None,
+               weights: Array | None, lrs: Any, counts: Any
+               ) -> tuple[list[Array], list[list[Array]], tuple[Array, Array, Array], Array]:
     """Pure: the epoch's guarded steps as one scan over its batches (compiled code).
 
     A batch whose count is 0 (all its weights zero) changes nothing and counts no step.
@@ -162,7 +162,7 @@ def _tree_where(xp: Any, cond: Array, new: Any, old: Any) -> Any:
 
 
 def evaluation(settings: Settings, params: list[Array], X: Array, Y: Array,
-                w: Array | None) -> tuple[Array, Array]:
+               w: Array | None) -> tuple[Array, Array]:
     """Pure: the loss (with the l2 term) and the (weighted) accuracy of ``params``."""
     model = settings.model
     out, _ = model.forward(X, params)
@@ -213,7 +213,7 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
     xp = placement.xp
     with placement.quiet():
         value, grads, sq_norm, _ = gradients(model, params, X, Y, loss_fn, l2, None,
-                                              clip_norm)
+                                             clip_norm)
         finite = xp.isfinite(value) & xp.isfinite(sq_norm)
         new_params, new_state, finite = _update_where(finite, placement, optimizer, params,
                                                       grads, state, lr)
@@ -223,8 +223,8 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
 
 
 def gradients(model: Sequential, params: list[Array], X: Array, Y: Array, loss_fn: Any,
-               l2: float, w: Array | None, clip_norm: float | None
-               ) -> tuple[Array, list[Array], Array, Array]:
+              l2: float, w: Array | None, clip_norm: float | None
+              ) -> tuple[Array, list[Array], Array, Array]:
     """The loss, the (clipped) gradients, the squared norm of the unclipped ones and the
     forward pass's output."""
     loss, grads, out = grad.loss_grads_and_output(model, params, X, Y, loss_fn, l2, w)
@@ -239,8 +239,8 @@ def gradients(model: Sequential, params: list[Array], X: Array, Y: Array, loss_f
 
 
 def update_copy(placement: _backend.Placement, optimizer: optim.Optimizer,
-                 params: list[Array], grads: list[Array], state: dict[str, Any],
-                 lr: Any = None) -> tuple[list[Array], dict[str, Any]]:
+                params: list[Array], grads: list[Array], state: dict[str, Any],
+                lr: Any = None) -> tuple[list[Array], dict[str, Any]]:
     """The optimizer's update (at rate ``lr``, None: the schedule's), leaving ``params``
     and the slots of ``state`` intact: where arrays are writable the update writes into
     copies, so that a step whose update is not finite can be dropped whole."""
@@ -269,7 +269,7 @@ def _update_where(ok: Array, placement: _backend.Placement, optimizer: optim.Opt
 
 
 def all_finite_on_host(placement: _backend.Placement, params: list[Array],
-                        slots: list[list[Array]]) -> bool:
+                       slots: list[list[Array]]) -> bool:
     """Whether every array is finite, read back at once (the host-read path).
 
     A finite sum of squares proves it in one fast pass per array; only where that sum
@@ -286,8 +286,8 @@ def all_finite_on_host(placement: _backend.Placement, params: list[Array],
 
 
 def materialized(placement: _backend.Placement, params: list[Array],
-                  slots: list[list[Array]], extra: list[Array]
-                  ) -> tuple[list[Array], list[list[Array]], list[Array]]:
+                 slots: list[list[Array]], extra: list[Array]
+                 ) -> tuple[list[Array], list[list[Array]], list[Array]]:
     """``params``, ``slots`` and ``extra`` computed into memory together (dask: one
     persist, so the graph stays bounded); the same arrays elsewhere."""
     flat = placement.materialize([*params, *[s for ss in slots for s in ss], *extra])

@@ -156,11 +156,11 @@ class Trainer:
         whose update is not finite is dropped whole."""
         model = self.model
         loss, grads, sq_norm, out = steps.gradients(model, model.params, X, Y, self._loss_fn,
-                                               self.l2, w, self.clip_norm)
+                                                    self.l2, w, self.clip_norm)
         if not (math.isfinite(loss) and math.isfinite(sq_norm)):
             raise DivergenceError(self.steps + 1, self._last_finite_loss())
-        params, state = steps.update_copy(model.placement, self.optimizer, model.params, grads,
-                                     state)
+        params, state = steps.update_copy(model.placement, self.optimizer, model.params,
+                                          grads, state)
         if not steps.all_finite_on_host(model.placement, params, state["slots"]):
             raise DivergenceError(self.steps + 1, self._last_finite_loss())
         return params, state, loss, (steps.weighted_hits(model, out, Y, w) if count_hits else None)
@@ -191,7 +191,7 @@ class Trainer:
         found = self._functions.get(key)
         if found is None:
             settings = steps.Settings(self.model, self.optimizer, self._loss_fn, self.l2,
-                                 self.clip_norm)
+                                      self.clip_norm)
             found = functools.partial(fn, settings, *static)
             if self.compiled:
                 found = self.model.placement.jit(found)
@@ -429,7 +429,7 @@ class Trainer:
             data.X, data.Y, *plan.arguments(placement, lrs))
         n_active = int(plan.active.sum())
         model.params = self._params = params
-        state = optimizer.state = self._state = {"step": step0 + n_active, "slots": slots}
+        optimizer.state = self._state = {"step": step0 + n_active, "slots": slots}
         self.steps += n_active
         self._guard = guard
         loss_total, hit_total, healthy = (float(v) for v in _backend.to_host(summary))
