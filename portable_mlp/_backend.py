@@ -413,15 +413,6 @@ def _same(x: Any) -> Any:
     return x
 
 
-def copier(name: str) -> Callable[[Any], Any]:
-    """A function that copies an array of backend ``name``. NumPy: ``ndarray.copy``, a
-    quarter of the cost of ``asarray(copy=True)`` through array-api-compat on the tiny
-    arrays a step updates."""
-    if name == "numpy":
-        return np.ndarray.copy
-    return functools.partial(namespace(name).asarray, copy=True)
-
-
 def to_host(x: Any) -> np.ndarray:
     """A NumPy copy (or view) of any backend's array."""
     if isinstance(x, np.ndarray):
@@ -440,11 +431,6 @@ def to_host(x: Any) -> np.ndarray:
 
 
 # --- execution -------------------------------------------------------------
-
-def writable(name: str) -> bool:
-    """Whether arrays of this backend can be updated in place."""
-    return name not in ("jax", "dask")
-
 
 def host_reads_are_free(name: str, device: Any) -> bool:
     """Reading a value back costs no device sync and forces no lazy compute."""
@@ -684,16 +670,8 @@ class Placement:
         return detached if self.backend == "torch" else _same
 
     @functools.cached_property
-    def copy(self) -> Callable[[Any], Any]:
-        return copier(self.backend)
-
-    @functools.cached_property
     def quiet(self) -> Callable[[], Any]:
         return quiet(self.backend)
-
-    @functools.cached_property
-    def writable(self) -> bool:
-        return writable(self.backend)
 
     @functools.cached_property
     def host_reads_are_free(self) -> bool:

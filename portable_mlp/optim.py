@@ -1,10 +1,13 @@
 """Optimizers over a flat list of parameters, and learning-rate schedules.
 
-``update(xp, params, grads, state, step)`` returns ``(params, state)``. The rule is
-written with augmented assignment on arrays the optimizer owns (the gradients and
-its own slots): that writes in place where the backend allows and rebinds where
-arrays are immutable (JAX), so one code path serves both. Never reuse an array
-after passing it to ``update``.
+``update(xp, params, grads, state)`` returns ``(params, state)``: new parameter and slot
+arrays, the ones passed in left intact, so that a step whose update is not finite can
+be dropped whole at no cost. A rule's first operation on a parameter or a slot makes a
+new array (``p - g``, ``beta * m``); later ones use augmented assignment on that new
+array and on the gradient, which the rule owns: in place where the backend allows,
+rebinding where arrays are immutable (JAX), so one code path serves both, with no copy
+and no pass over the data that the hand-written in-place update does not make. Never
+reuse a gradient after passing it to ``update``.
 
 An optimizer object holds its hyper-parameters and, once training starts, its
 state; passing the same optimizer to ``fit`` again continues from that state.
@@ -133,8 +136,10 @@ class Optimizer:
 
     def update(self, xp: Any, params: list[Array], grads: list[Array],
                state: dict[str, Any], lr: Any = None) -> tuple[list[Array], dict[str, Any]]:
-        """One update; ``lr`` (a float or a 0-d array) overrides the schedule's rate for
-        this step: compiled code computes the schedule on the host and passes it in."""
+        """One update into new arrays (``params`` and the slots of ``state`` are left
+        intact; ``grads`` are consumed); ``lr`` (a float or a 0-d array) overrides the
+        schedule's rate for this step: compiled code computes the schedule on the host
+        and passes it in."""
         step = state["step"]
         if lr is None:
             lr = self.lr if type(self.schedule) is constant else self.learning_rate(step)
@@ -148,6 +153,8 @@ class Optimizer:
 
     def rule(self, xp: Any, p: Array, g: Array, slots: list[Array], lr: float,
              t: int) -> tuple[Array, list[Array]]:
+        """The new ``p`` and slots from the gradient ``g`` at rate ``lr``, step ``t``
+        (1-based): new arrays, ``p`` and ``slots`` untouched; ``g`` may be overwritten."""
         raise NotImplementedError
 
 
@@ -173,17 +180,13 @@ class SGD(Optimizer):
              t: int) -> tuple[Array, list[Array]]:
         g *= lr
         if not self.momentum:
-            p -= g
-            return p, slots
-        (v,) = slots
-        v *= self.momentum      # v = momentum * v - lr * g
+            return p - g, slots
+        v = self.momentum * slots[0]  # v = momentum * v - lr * g
         v -= g
-        if self.nesterov:       # p += momentum * v - lr * g
+        if self.nesterov:             # p + momentum * v - lr * g
             g -= self.momentum * v
-            p -= g
-        else:
-            p += v
-        return p, [v]
+            return p - g, [v]
+        return p + v, [v]
 
     def __repr__(self) -> str:
         return f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov})"
@@ -206,10 +209,9 @@ class Adam(Optimizer):
 
     def rule(self, xp: Any, p: Array, g: Array, slots: list[Array], lr: float,
              t: int) -> tuple[Array, list[Array]]:
-        m, v = slots
-        m *= self.beta1
+        m = self.beta1 * slots[0]
         m += (1.0 - self.beta1) * g
-        v *= self.beta2
+        v = self.beta2 * slots[1]
         g *= g
         g *= 1.0 - self.beta2
         v += g
@@ -217,8 +219,9 @@ class Adam(Optimizer):
         step = lr * (1.0 - self.beta2 ** t) ** 0.5 / (1.0 - self.beta1 ** t)
         denom = xp.sqrt(v)
         denom += self.eps
-        p -= step * m / denom
-        return p, [m, v]
+        change = step * m
+        change /= denom
+        return p - change, [m, v]
 
     def __repr__(self) -> str:
         return f"Adam(lr={self.lr}, beta1={self.beta1}, beta2={self.beta2}, eps={self.eps})"

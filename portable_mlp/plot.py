@@ -75,7 +75,7 @@ class Snapshots(Callback):
             self._take(trainer.model)
 
     def _take(self, model: Sequential) -> None:
-        # copies: on writable backends the optimizer may update arrays in place
+        # copies: on NumPy, host_params are the model's own arrays, which a user may change
         self.frames.append(Snapshot(self.epochs, [np.array(p, copy=True)
                                                   for p in model.host_params()]))
 

@@ -1,7 +1,7 @@
 """The pure training step, and the compiled epoch built from it.
 
 Pure: these functions hold nothing and modify none of their inputs (the optimizer's update
-writes into copies where arrays are writable), so ``jax.jit`` compiles them whole.
+makes new arrays), so ``jax.jit`` compiles them whole.
 ``Trainer`` (``portable_mlp.train``) drives them: step by step, or an epoch at a time as
 one compiled ``scan`` where the backend compiles.
 """
@@ -238,20 +238,6 @@ def gradients(model: Sequential, params: list[Array], X: Array, Y: Array, loss_f
     return loss, grads, sq_norm, out
 
 
-def update_copy(placement: _backend.Placement, optimizer: optim.Optimizer,
-                params: list[Array], grads: list[Array], state: dict[str, Any],
-                lr: Any = None) -> tuple[list[Array], dict[str, Any]]:
-    """The optimizer's update (at rate ``lr``, None: the schedule's), leaving ``params``
-    and the slots of ``state`` intact: where arrays are writable the update writes into
-    copies, so that a step whose update is not finite can be dropped whole."""
-    if placement.writable:
-        copy = placement.copy
-        params = [copy(p) for p in params]
-        state = {"step": state["step"],
-                 "slots": [[copy(s) for s in slots] for slots in state["slots"]]}
-    return optimizer.update(placement.xp, params, grads, state, lr)
-
-
 def _update_where(ok: Array, placement: _backend.Placement, optimizer: optim.Optimizer,
                   params: list[Array], grads: list[Array], state: dict[str, Any],
                   lr: Any = None) -> tuple[list[Array], dict[str, Any], Array]:
@@ -259,7 +245,7 @@ def _update_where(ok: Array, placement: _backend.Placement, optimizer: optim.Opt
     bool array) holds and the update is finite, else ``params`` and the slots of
     ``state`` (kept intact); and that flag."""
     xp, old_slots = placement.xp, state["slots"]
-    new_params, new_state = update_copy(placement, optimizer, params, grads, state, lr)
+    new_params, new_state = optimizer.update(xp, params, grads, state, lr)
     for new in (*new_params, *(s for slots in new_state["slots"] for s in slots)):
         ok = ok & xp.all(xp.isfinite(new))
     new_params = [xp.where(ok, new, old) for new, old in zip(new_params, params)]

@@ -151,16 +151,15 @@ class Trainer:
 
     def _checked_update(self, X: Array, Y: Array, w: Array | None, state: dict[str, Any],
                         count_hits: bool) -> tuple[list[Array], dict[str, Any], Array, Any]:
-        """Where reading a value back is free: check the loss and the gradients' norm on
-        the host, update into copies, and check the new parameters and slots: a step
-        whose update is not finite is dropped whole."""
+        """Where reading a value back is free: check the loss on the host, update (into
+        new arrays), and check the new parameters and slots: a step whose update is not
+        finite is dropped whole."""
         model = self.model
         loss, grads, sq_norm, out = steps.gradients(model, model.params, X, Y, self._loss_fn,
                                                     self.l2, w, self.clip_norm)
         if not (math.isfinite(loss) and math.isfinite(sq_norm)):
             raise DivergenceError(self.steps + 1, self._last_finite_loss())
-        params, state = steps.update_copy(model.placement, self.optimizer, model.params,
-                                          grads, state)
+        params, state = self.optimizer.update(model.xp, model.params, grads, state)
         if not steps.all_finite_on_host(model.placement, params, state["slots"]):
             raise DivergenceError(self.steps + 1, self._last_finite_loss())
         return params, state, loss, (steps.weighted_hits(model, out, Y, w) if count_hits else None)
