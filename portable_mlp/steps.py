@@ -103,9 +103,9 @@ def guarded_step(settings: Settings, count_hits: bool, params: list[Array],
     model = settings.model
     placement = model.placement
     xp = placement.xp
-    loss, grads, sq_norm, out = gradients(model, params, X, Y, settings.loss_fn, settings.l2,
+    loss, grads, norm_ok, out = gradients(model, params, X, Y, settings.loss_fn, settings.l2,
                                           w, settings.clip_norm)
-    healthy = guard[0] & xp.isfinite(loss) & xp.isfinite(sq_norm)
+    healthy = guard[0] & xp.isfinite(loss) & norm_ok
     params, state, healthy = _update_where(healthy, placement, settings.optimizer, params,
                                            grads, state, lr)
     guard = (healthy, xp.where(healthy, loss, guard[1]),
@@ -212,9 +212,9 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
     placement = model.placement
     xp = placement.xp
     with placement.quiet():
-        value, grads, sq_norm, _ = gradients(model, params, X, Y, loss_fn, l2, None,
+        value, grads, norm_ok, _ = gradients(model, params, X, Y, loss_fn, l2, None,
                                              clip_norm)
-        finite = xp.isfinite(value) & xp.isfinite(sq_norm)
+        finite = xp.isfinite(value) & norm_ok
         new_params, new_state, finite = _update_where(finite, placement, optimizer, params,
                                                       grads, state, lr)
         new_params, new_state["slots"], (value, finite) = materialized(
@@ -224,18 +224,22 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
 
 def gradients(model: Sequential, params: list[Array], X: Array, Y: Array, loss_fn: Any,
               l2: float, w: Array | None, clip_norm: float | None
-              ) -> tuple[Array, list[Array], Array, Array]:
-    """The loss, the (clipped) gradients, the squared norm of the unclipped ones and the
-    forward pass's output."""
+              ) -> tuple[Array, list[Array], Any, Array]:
+    """The loss, the (clipped) gradients, whether their norm is finite where clipping
+    needs it (True without ``clip_norm``; else a 0-d flag) and the forward pass's
+    output.
+
+    Only clipping needs the gradients' norm: without it, a non-finite gradient shows
+    in the updated parameters or slots, which every caller checks."""
     loss, grads, out = grad.loss_grads_and_output(model, params, X, Y, loss_fn, l2, w)
-    sq_norm, square_sum = 0.0, model.placement.ops.sum_of_squares
+    if clip_norm is None:
+        return loss, grads, True, out
+    xp, square_sum = model.xp, model.placement.ops.sum_of_squares
+    sq_norm = 0.0
     for g in grads:
         sq_norm = sq_norm + square_sum(g)
-    if clip_norm is not None:
-        xp = model.placement.xp
-        scale = xp.minimum(clip_norm / (xp.sqrt(sq_norm) + 1e-12), 1.0)
-        grads = [g * scale for g in grads]
-    return loss, grads, sq_norm, out
+    scale = xp.minimum(clip_norm / (xp.sqrt(sq_norm) + 1e-12), 1.0)
+    return loss, [g * scale for g in grads], xp.isfinite(sq_norm), out
 
 
 def _update_where(ok: Array, placement: _backend.Placement, optimizer: optim.Optimizer,

@@ -155,9 +155,9 @@ class Trainer:
         new arrays), and check the new parameters and slots: a step whose update is not
         finite is dropped whole."""
         model = self.model
-        loss, grads, sq_norm, out = steps.gradients(model, model.params, X, Y, self._loss_fn,
+        loss, grads, norm_ok, out = steps.gradients(model, model.params, X, Y, self._loss_fn,
                                                     self.l2, w, self.clip_norm)
-        if not (math.isfinite(loss) and math.isfinite(sq_norm)):
+        if not (math.isfinite(loss) and norm_ok):
             raise DivergenceError(self.steps + 1, self._last_finite_loss())
         params, state = self.optimizer.update(model.xp, model.params, grads, state)
         if not steps.all_finite_on_host(model.placement, params, state["slots"]):

@@ -81,6 +81,37 @@ def test_a_diverged_update_keeps_the_momentum_slots(deferred):
     _assert_same(_snapshot(trainer), before)
 
 
+@pytest.mark.parametrize("optimizer", [{"lr": 0.1}, {"lr": 0.1, "momentum": 0.9},
+                                       {"lr": 0.1, "momentum": 0.9, "nesterov": True},
+                                       {"lr": 0.1, "adam": True}], ids=str)
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("deferred", [False, True], ids=["read-every-step", "deferred"])
+def test_a_non_finite_gradient_with_a_finite_loss_is_a_divergence(monkeypatch, deferred, bad,
+                                                                  optimizer):
+    """Without clipping, no norm of the gradients is computed: the update's check is
+    what catches a gradient that is not finite."""
+    from portable_mlp import grad
+
+    settings = dict(optimizer)
+    make = pm.Adam if settings.pop("adam", False) else pm.SGD
+    trainer, X, Y = _overflowing(deferred=deferred, check_every=1, optimizer=make(**settings))
+    trainer.step(X, Y / 100)  # non-zero slots
+    before = _snapshot(trainer)
+    real = grad.loss_grads_and_output
+
+    def poisoned(*args, **kwargs):
+        loss, grads, out = real(*args, **kwargs)
+        g = _backend.to_host(grads[-1]).copy()
+        g[0] = bad
+        return loss, [*grads[:-1], trainer.model.placement.from_host(g)], out
+
+    monkeypatch.setattr(grad, "loss_grads_and_output", poisoned)
+    with pytest.raises(pm.DivergenceError) as info:
+        trainer.step(X, Y / 100)
+    assert info.value.step == 2
+    _assert_same(_snapshot(trainer), before)
+
+
 def test_train_step_reports_an_update_that_overflows(backend):
     trainer, X, Y = _overflowing(backend)
     model, opt = trainer.model, pm.SGD(lr=1e308, momentum=0.5)
