@@ -12,7 +12,7 @@ two blocks joins two slices.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,19 +22,21 @@ from portable_mlp._backend import Placement
 Array = Any
 
 
-def minibatches(placement: Placement, X: Array, Y: Array, w: Array | None,
+def minibatches(placement: Placement, arrays: Sequence[Any],
                 w_host: np.ndarray | None, batch_size: int | None, shuffle: bool,
-                rng: np.random.Generator) -> Iterator[tuple[Array, Array, Array | None, float]]:
-    """The epoch's batches as (Xb, Yb, wb or None, count): count is what the batch weighs
-    in the epoch's mean (its size, or the sum of its sample weights); batches of zero
-    weight are not yielded; a full batch (batch_size None or >= n) yields
-    (X, Y, w, n or sum(w)) once."""
-    n = X.shape[0]
+                rng: np.random.Generator) -> Iterator[tuple[list[Array | None], float]]:
+    """The epoch's batches as ``(slices, count)``: ``slices`` holds a batch of each of
+    ``arrays`` (X first, then arrays of X's rows: targets, their labels, the sample
+    weights; None stays None), ``count`` what the batch weighs in the epoch's mean (its
+    size, or the sum of its sample weights ``w_host``). Batches of zero weight are not
+    yielded; a full batch (batch_size None or >= n) yields ``arrays`` as they are, once."""
+    arrays = list(arrays)
+    n = arrays[0].shape[0]
     if batch_size is None or batch_size >= n:
-        yield X, Y, w, _total(n, w_host)
+        yield arrays, _total(n, w_host)
         return
     if shuffle:
-        (X, Y, w), permutation = _shuffled(placement, [X, Y, w], rng)
+        arrays, permutation = _shuffled(placement, arrays, rng)
         if w_host is not None:
             w_host = w_host[permutation]
     starts = list(range(0, n, batch_size))
@@ -42,9 +44,8 @@ def minibatches(placement: Placement, X: Array, Y: Array, w: Array | None,
     for start, count in zip(starts, counts):
         if count == 0:  # no sample in effect: its weighted mean would be 0/0
             continue
-        stop = min(start + batch_size, n)  # out-of-bounds stops are not standard
-        yield (X[start:stop, ...], Y[start:stop, ...], None if w is None else w[start:stop],
-               float(count))
+        rows = slice(start, min(start + batch_size, n))  # out-of-bounds stops are not standard
+        yield [None if a is None else a[rows, ...] for a in arrays], float(count)
 
 
 def batch_counts(n: int, batch_size: int, w_host: np.ndarray | None) -> np.ndarray:

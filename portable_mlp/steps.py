@@ -92,14 +92,14 @@ def fresh_guard(placement: _backend.Placement) -> tuple[Array, Array, Array]:
             xp.asarray(0, dtype=placement.int_dtype, device=device))
 
 
-def guarded_step(settings: Settings, count_hits: bool, params: list[Array],
-                 state: dict[str, Any], guard: tuple[Array, Array, Array], X: Array, Y: Array,
+def guarded_step(settings: Settings, params: list[Array], state: dict[str, Any],
+                 guard: tuple[Array, Array, Array], X: Array, Y: Array, labels: Array | None,
                  w: Array | None, lr: Any
                  ) -> tuple[list[Array], dict[str, Any], tuple[Array, Array, Array], Array,
                             Array | None]:
     """Pure: one step that updates only while every step so far was finite, its update
-    included (``guard``); returns the params, state, guard, loss and (``count_hits``)
-    the weighted hits."""
+    included (``guard``); returns the params, state, guard, loss and (given the
+    ``labels`` of Y's classes) the weighted hits."""
     model = settings.model
     placement = model.placement
     xp = placement.xp
@@ -110,12 +110,13 @@ def guarded_step(settings: Settings, count_hits: bool, params: list[Array],
                                            grads, state, lr)
     guard = (healthy, xp.where(healthy, loss, guard[1]),
              guard[2] + xp.astype(~healthy, placement.int_dtype))
-    return params, state, guard, loss, (weighted_hits(model, out, Y, w) if count_hits else None)
+    return params, state, guard, loss, (None if labels is None
+                                        else weighted_hits(model, out, labels, w))
 
 
 def scan_epoch(settings: Settings, params: list[Array], slots: list[list[Array]], step: Any,
-               guard: tuple[Array, Array, Array], X: Array, Y: Array, indices: Array | None,
-               weights: Array | None, lrs: Any, counts: Any
+               guard: tuple[Array, Array, Array], X: Array, Y: Array, labels: Array,
+               indices: Array | None, weights: Array | None, lrs: Any, counts: Any
                ) -> tuple[list[Array], list[list[Array]], tuple[Array, Array, Array], Array]:
     """Pure: the epoch's guarded steps as one scan over its batches (compiled code).
 
@@ -127,11 +128,11 @@ def scan_epoch(settings: Settings, params: list[Array], slots: list[list[Array]]
     xp = placement.xp
     zero = xp.asarray(0.0, dtype=placement.dtype_obj, device=placement.device_obj)
 
-    def train(carry: Any, Xb: Array, Yb: Array, w: Array | None, lr: Array, count: Array
-              ) -> Any:
+    def train(carry: Any, Xb: Array, Yb: Array, lb: Array, w: Array | None, lr: Array,
+              count: Array) -> Any:
         params, slots, step, guard, loss_sum, hit_sum = carry
         state = {"step": step, "slots": slots}
-        new = guarded_step(settings, True, params, state, guard, Xb, Yb, w, lr)
+        new = guarded_step(settings, params, state, guard, Xb, Yb, lb, w, lr)
         new_carry = (new[0], new[1]["slots"], new[1]["step"], new[2],
                      loss_sum + new[3] * count, hit_sum + new[4])
         if w is None:  # no batch of zero weight
@@ -140,12 +141,12 @@ def scan_epoch(settings: Settings, params: list[Array], slots: list[list[Array]]
 
     def body(carry: Any, batch: Any) -> tuple[Any, None]:
         rows, lr, count, w = batch if weights is not None else (*batch, None)
-        Xb, Yb = xp.take(X, rows, axis=0), xp.take(Y, rows, axis=0)
-        return train(carry, Xb, Yb, w, lr, count), None
+        Xb, Yb, lb = (xp.take(a, rows, axis=0) for a in (X, Y, labels))
+        return train(carry, Xb, Yb, lb, w, lr, count), None
 
     carry = (params, slots, step, guard, zero, zero)
     if indices is None:  # one full batch, in order (EpochPlan.single): no loop, no gather
-        carry = train(carry, X, Y, None, lrs, counts)
+        carry = train(carry, X, Y, labels, None, lrs, counts)
     else:
         xs = (indices, lrs, counts) if weights is None else (indices, lrs, counts, weights)
         carry = placement.scan(body, carry, xs)[0]
@@ -167,13 +168,14 @@ def evaluation(settings: Settings, params: list[Array], X: Array, Y: Array,
     model = settings.model
     out, _ = model.forward(X, params)
     value, _, n = grad.output_loss(model, params, out, Y, settings.loss_fn, settings.l2, w)
-    return value, weighted_hits(model, out, Y, w) / n
+    return value, weighted_hits(model, out, model.classes_of(Y), w) / n
 
 
-def weighted_hits(model: Sequential, out: Array, Y: Array, w: Array | None) -> Array:
-    """How many samples ``out`` classifies as ``Y`` does (the sum of their weights)."""
+def weighted_hits(model: Sequential, out: Array, labels: Array, w: Array | None) -> Array:
+    """How many samples ``out`` puts in their class ``labels`` (the sum of their
+    weights); ``labels``: ``model.classes_of`` the targets."""
     xp = model.xp
-    right = model.classes_of(out) == model.classes_of(Y)
+    right = model.classes_of(out) == labels
     if w is None:
         return xp.astype(xp.count_nonzero(right), out.dtype)
     return xp.sum(xp.where(right, w, 0.0))

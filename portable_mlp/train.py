@@ -80,6 +80,7 @@ class _Data:
 
     X: Array
     Y: Array
+    labels: Array            # the class of each row of Y (``model.classes_of``), for accuracy
     w: Array | None          # per-sample weights on the model, or None
     w_host: np.ndarray | None  # the same on the host (batch weights are counted there)
 
@@ -127,30 +128,33 @@ class Trainer:
     def step(self, Xb: Any, Yb: Any) -> Array:
         """One forward + backward + update on a batch; returns the loss (0-d, on device)."""
         X, Y = validation.batch(self.model, Xb, Yb)
-        return self._step(X, Y)[0]
+        with self.model.placement.quiet():
+            return self._step(X, Y)[0]
 
-    def _step(self, X: Array, Y: Array, w: Array | None = None, count_hits: bool = False
+    def _step(self, X: Array, Y: Array, labels: Array | None = None, w: Array | None = None
               ) -> tuple[Array, Array | None]:
-        """One step; returns the loss and (``count_hits``) the batch's correctly classified
-        samples (weighted), both from the step's own forward pass."""
+        """One step, in ``placement.quiet()`` (a non-finite value is the divergence
+        check's to report); returns the loss and (given the ``labels`` of Y's classes)
+        the batch's correctly classified samples (weighted), both from the step's own
+        forward pass."""
         model = self.model
         placement = model.placement
         state = self.optimizer.state
         if state is None or state is not self._state or model.params is not self._params:
             state = self.optimizer.ensure_state(placement.xp, model.params)  # not ours
-        with placement.quiet():  # a non-finite value is the divergence check's to report
-            if placement.host_reads_are_free and not self.compiled:
-                params, state, loss, hits = self._checked_update(X, Y, w, state, count_hits)
-            else:
-                params, state, loss, hits = self._guarded_update(X, Y, w, state, count_hits)
+        if placement.host_reads_are_free and not self.compiled:
+            params, state, loss, hits = self._checked_update(X, Y, labels, w, state)
+        else:
+            params, state, loss, hits = self._guarded_update(X, Y, labels, w, state)
         model.params, self.optimizer.state = params, state
         self._state, self._params = state, params
         self.steps += 1
         self._last_loss = loss
         return loss, hits
 
-    def _checked_update(self, X: Array, Y: Array, w: Array | None, state: dict[str, Any],
-                        count_hits: bool) -> tuple[list[Array], dict[str, Any], Array, Any]:
+    def _checked_update(self, X: Array, Y: Array, labels: Array | None, w: Array | None,
+                        state: dict[str, Any]
+                        ) -> tuple[list[Array], dict[str, Any], Array, Any]:
         """Where reading a value back is free: check the loss on the host, update (into
         new arrays), and check the new parameters and slots: a step whose update is not
         finite is dropped whole."""
@@ -162,25 +166,29 @@ class Trainer:
         params, state = self.optimizer.update(model.xp, model.params, grads, state)
         if not steps.all_finite_on_host(model.placement, params, state["slots"]):
             raise DivergenceError(self.steps + 1, self._last_finite_loss())
-        return params, state, loss, (steps.weighted_hits(model, out, Y, w) if count_hits else None)
+        hits = None if labels is None else steps.weighted_hits(model, out, labels, w)
+        return params, state, loss, hits
 
-    def _guarded_update(self, X: Array, Y: Array, w: Array | None, state: dict[str, Any],
-                        count_hits: bool) -> tuple[list[Array], dict[str, Any], Array, Any]:
+    def _guarded_update(self, X: Array, Y: Array, labels: Array | None, w: Array | None,
+                        state: dict[str, Any]
+                        ) -> tuple[list[Array], dict[str, Any], Array, Any]:
         """Apply the update only while every step so far was finite, its update included
         (no host sync)."""
         placement = self.model.placement
         guard = self._guard or steps.fresh_guard(placement)
         step, lr = state["step"], self.optimizer.learning_rate(state["step"])
-        run = self._function(steps.guarded_step, count_hits)
-        params, state, guard, loss, hits = run(self.model.params, state, guard, X, Y, w, lr)
+        run = self._function(steps.guarded_step)
+        params, state, guard, loss, hits = run(self.model.params, state, guard, X, Y, labels,
+                                               w, lr)
         extra = [loss, *guard] if hits is None else [loss, *guard, hits]
         params, slots, (loss, *rest) = steps.materialized(placement, params, state["slots"], extra)
         self._guard = (rest[0], rest[1], rest[2])
         self._unchecked += 1
         if self._unchecked >= self.check_every:
             self._check(pending=1)  # this step is not counted yet
+        hits = rest[3] if len(rest) > 3 else None
         # the step count stays a host int (compiled code hands back an array)
-        return params, {"step": step + 1, "slots": slots}, loss, rest[3] if count_hits else None
+        return params, {"step": step + 1, "slots": slots}, loss, hits
 
     def _function(self, fn: Callable[..., Any], *static: Any) -> Callable[..., Any]:
         """``fn`` bound to this trainer's settings (and ``static``), compiled where the
@@ -274,7 +282,8 @@ class Trainer:
         Xd = validation.features(model, X, check_values=True)
         Yd = validation.targets(model, Y, Xd.shape[0], check_values=True)
         wd = validation.sample_weights(model, sample_weight, Xd.shape[0])
-        Xd, Yd, wd = model.placement.persist_rows(Xd, Yd, wd)  # dask: once, in X's blocks
+        # dask: once, in X's blocks
+        Xd, Yd, labels, wd = model.placement.persist_rows(Xd, Yd, model.classes_of(Yd), wd)
         if epoch_loss not in ("evaluate", "steps"):
             raise ValueError(f"epoch_loss must be 'steps' or 'evaluate', got {epoch_loss!r}")
         val = self._validation_data(validation_data)
@@ -291,7 +300,7 @@ class Trainer:
                 cb.on_train_begin(self)
             bar = progress_report(epochs, progress, verbose)
             try:
-                data = _Data(Xd, Yd, wd, None if wd is None else _backend.to_host(wd))
+                data = _Data(Xd, Yd, labels, wd, None if wd is None else _backend.to_host(wd))
                 run_epoch = functools.partial(self._epoch, data, batch_size, shuffle, rng, val,
                                               epoch_loss)
                 self._epochs(run_epoch, epochs, cbs, history, bar, ends)
@@ -395,15 +404,17 @@ class Trainer:
         loss_sum: Any = 0.0
         hit_sum: Any = 0.0
         seen = 0.0
-        for Xb, Yb, wb, count in batches.minibatches(placement, data.X, data.Y, data.w,
-                                                     data.w_host, batch_size, shuffle, rng):
-            if self._interrupted:
-                return None
-            loss, hits = self._step(Xb, Yb, wb, count_hits=track)
-            if track:
-                loss_sum = loss_sum + loss * count
-                hit_sum = hit_sum + hits
-            seen += count
+        arrays = [data.X, data.Y, data.labels if track else None, data.w]
+        with placement.quiet():
+            for (Xb, Yb, lb, wb), count in batches.minibatches(placement, arrays, data.w_host,
+                                                                batch_size, shuffle, rng):
+                if self._interrupted:
+                    return None
+                loss, hits = self._step(Xb, Yb, lb, wb)
+                if track:
+                    loss_sum = loss_sum + loss * count
+                    hit_sum = hit_sum + hits
+                seen += count
         if not track:
             return math.nan, math.nan, seen
         loss_total, hit_total = placement.read_scalars([loss_sum, hit_sum])
@@ -425,7 +436,7 @@ class Trainer:
         run = self._function(steps.scan_epoch)
         params, slots, guard, summary = run(
             model.params, state["slots"], step0, self._guard or steps.fresh_guard(placement),
-            data.X, data.Y, *plan.arguments(placement, lrs))
+            data.X, data.Y, data.labels, *plan.arguments(placement, lrs))
         n_active = int(plan.active.sum())
         model.params = self._params = params
         optimizer.state = self._state = {"step": step0 + n_active, "slots": slots}

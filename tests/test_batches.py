@@ -39,9 +39,9 @@ def _numpy_reference(X, Y, w, shuffle, seed):
 
 def _batches(placement, X, Y, w, shuffle, seed, batch_size=BATCH):
     place = placement.from_host
-    return [(*(None if a is None else _backend.to_host(a) for a in (Xb, Yb, wb)), c)
-            for Xb, Yb, wb, c in minibatches(placement, place(X), place(Y), place(w), w,
-                                             batch_size, shuffle, np.random.default_rng(seed))]
+    return [(*(None if a is None else _backend.to_host(a) for a in arrays), c)
+            for arrays, c in minibatches(placement, [place(X), place(Y), place(w)], w,
+                                         batch_size, shuffle, np.random.default_rng(seed))]
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
@@ -67,8 +67,9 @@ def test_a_full_batch_comes_once_with_its_weight(backend):
         np.testing.assert_array_equal(batch[0], X)
         assert batch[3] == pytest.approx(w.sum())
     Xd, Yd = placement.from_host(X), placement.from_host(Y)
-    (batch,) = minibatches(placement, Xd, Yd, None, None, None, True, np.random.default_rng(0))
-    assert batch[2] is None and batch[3] == N
+    ((Xb, Yb, wb), count), = minibatches(placement, [Xd, Yd, None], None, None, True,
+                                         np.random.default_rng(0))
+    assert Xb is Xd and Yb is Yd and wb is None and count == N
 
 
 def test_dask_blocks_are_shuffled_where_they_lie():
@@ -78,7 +79,8 @@ def test_dask_blocks_are_shuffled_where_they_lie():
     blocks = (30, 30, 30, 13)
     Xd, Yd, wd = (da.from_array(a, chunks=(blocks, *a.shape[1:])) for a in (X, Y, w))
     Xd, Yd, wd = placement.persist_rows(Xd, Yd, wd)
-    epoch = list(minibatches(placement, Xd, Yd, wd, w, BATCH, True, np.random.default_rng(3)))
+    epoch = [(*arrays, count) for arrays, count in
+             minibatches(placement, [Xd, Yd, wd], w, BATCH, True, np.random.default_rng(3))]
     rows = np.concatenate([_backend.to_host(b[0])[:, 0] for b in epoch]).astype(int)
     for Xb, Yb, wb, count in epoch:
         index = _backend.to_host(Xb)[:, 0].astype(int)
@@ -95,8 +97,9 @@ def test_dask_blocks_are_shuffled_where_they_lie():
     runs = owner[np.r_[True, owner[1:] != owner[:-1]]]
     assert len(runs) == len(set(runs.tolist())), f"a block's rows are split: {runs}"
     assert not np.all(np.diff(rows) > 0), "the rows were not shuffled"
-    again = list(minibatches(placement, Xd, Yd, wd, w, BATCH, True, np.random.default_rng(3)))
-    np.testing.assert_array_equal(_backend.to_host(again[0][0]), _backend.to_host(epoch[0][0]))
+    again = list(minibatches(placement, [Xd, Yd, wd], w, BATCH, True, np.random.default_rng(3)))
+    np.testing.assert_array_equal(_backend.to_host(again[0][0][0]),
+                                  _backend.to_host(epoch[0][0]))
 
 
 def test_dask_fit_in_one_block_follows_numpy():

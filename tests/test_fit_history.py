@@ -32,7 +32,7 @@ def _manual_epoch(model, X, Y, w, batch_size, seed):
         hits = np.sum(wb * (out.argmax(1) == Y[rows].argmax(1)))
         loss_sum, hit_sum, seen = loss_sum + loss * wb.sum(), hit_sum + hits, seen + wb.sum()
         trainer._step(*[model.placement.from_host(a) for a in (X[rows], Y[rows])],
-                      None if w is None else model.placement.from_host(wb))
+                      w=None if w is None else model.placement.from_host(wb))
     return loss_sum / seen, hit_sum / seen
 
 
