@@ -132,7 +132,20 @@ def encode(tensors: Sequence[tuple[str, np.ndarray]], metadata: dict[str, str],
     arrays = {name: np.ascontiguousarray(arr, dtype=np_dtype) for name, arr in tensors}
     if len(arrays) != len(tensors):
         raise ValueError("tensor names must be unique")
-    return safetensors.numpy.save(arrays, metadata=metadata)
+    return _sorted_metadata(safetensors.numpy.save(arrays, metadata=metadata))
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """``data`` with the header's ``__metadata__`` keys in sorted order. safetensors
+    writes them in a random order (a Rust hash map), so that the same checkpoint would
+    be different bytes on every save; the tensors' offsets do not depend on the header,
+    which is padded with spaces to a multiple of 8 bytes, as safetensors pads it."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n:]
 
 
 def save(model: Sequential, path: str | os.PathLike[str],

@@ -67,6 +67,24 @@ def test_header_records_architecture_dtype_and_version(tmp_path):
     assert b"pickle" not in data and not data[8 + n:].startswith(b"\x80")
 
 
+def test_the_same_checkpoint_is_the_same_bytes(tmp_path):
+    """safetensors orders ``__metadata__`` at random (a Rust hash map): we sort it."""
+    model, opt = _trained(bias=False, activation="tanh")
+    saved = set()
+    for i in range(8):
+        pm.save(model, tmp_path / f"{i}.safetensors", optimizer=opt)
+        saved.add((tmp_path / f"{i}.safetensors").read_bytes())
+    assert len(saved) == 1
+    data = saved.pop()
+    (n,) = struct.unpack("<Q", data[:8])
+    assert n % 8 == 0
+    meta = json.loads(data[8:8 + n])["__metadata__"]
+    assert list(meta) == sorted(meta)
+    again = pm.load(tmp_path / "0.safetensors")
+    for a, b in zip(again.host_params(), model.host_params(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_the_safetensors_library_reads_our_files(tmp_path):
     st_numpy = pytest.importorskip("safetensors.numpy")
     model, _ = _trained()
