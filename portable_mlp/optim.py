@@ -236,5 +236,9 @@ def get(optimizer: Any) -> Optimizer:
         return optimizer
     if isinstance(optimizer, str) and optimizer.lower() in OPTIMIZERS:
         return OPTIMIZERS[optimizer.lower()]()  # type: ignore[call-arg]
+    if callable(getattr(optimizer, "minimize", None)):  # pm.LBFGS: no steps to take
+        raise TypeError(f"{optimizer!r} is a full-batch solver, not an optimizer that steps "
+                        "on batches: train with its minimize(model, X, Y, loss=...), or give "
+                        f"Trainer one of {', '.join(OPTIMIZERS)}")
     raise ValueError(f"unknown optimizer {optimizer!r}; expected an Optimizer instance or one of "
                      f"{', '.join(OPTIMIZERS)}")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from portable_mlp import _backend, batches, grad, optim, steps, validation
+from portable_mlp import _backend, batches, grad, losses, optim, steps, validation
 from portable_mlp.callback_base import as_callbacks
 from portable_mlp.progress import Silent, check_verbose, progress_report
 
@@ -282,6 +282,7 @@ class Trainer:
         Xd = validation.features(model, X, check_values=True)
         Yd = validation.targets(model, Y, Xd.shape[0], check_values=True)
         wd = validation.sample_weights(model, sample_weight, Xd.shape[0])
+        losses.check_targets(self.loss, model.xp, Yd)
         # dask: once, in X's blocks
         Xd, Yd, labels, wd = model.placement.persist_rows(Xd, Yd, model.classes_of(Yd), wd)
         if epoch_loss not in ("evaluate", "steps"):

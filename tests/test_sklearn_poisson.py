@@ -86,11 +86,20 @@ def test_poisson_fits_counts_better_than_their_mean():
 
 
 def test_negative_targets_never_train_silently(backend):
-    """pm.LBFGS refuses them up front; a Trainer step gets a NaN loss and stops."""
+    """pm.LBFGS and Trainer.fit refuse them up front, before any step; a bare Trainer
+    step (no pass over the values) gets a NaN loss and stops."""
     X, y = _counts(40)
     Y = (y - 2.0)[:, None]
-    model = pm.MLP([4, 3, 1], activation="tanh", output="identity", seed=0, backend=backend)
-    with pytest.raises(ValueError, match="negative"):
+    model = pm.MLP([4, 3, 1], activation="tanh", output="identity", seed=0, backend=backend,
+                   dtype="float64")
+    before = [np.array(p) for p in model.host_params()]
+    with pytest.raises(ValueError, match="negative which is not allowed for Poisson"):
         pm.LBFGS(max_iter=3).minimize(model, X, Y, loss="poisson")
+    trainer = pm.Trainer(model, loss="poisson", optimizer=pm.Adam(), check_every=1)
+    with pytest.raises(ValueError, match="negative which is not allowed for Poisson"):
+        trainer.fit(X, Y, epochs=2, progress=False)
+    assert trainer.steps == 0 and trainer.optimizer.state is None
+    for a, b in zip(model.host_params(), before, strict=True):
+        np.testing.assert_array_equal(a, b)
     with pytest.raises(pm.DivergenceError):
-        pm.fit(model, X, Y, loss="poisson", optimizer=pm.Adam(), epochs=2, progress=False)
+        trainer.step(X, Y)

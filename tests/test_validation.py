@@ -153,6 +153,8 @@ def test_integer_and_boolean_x_are_cast(xor_data):
      "unknown loss 'hinge'; expected one of mse, cross_entropy, binary_cross_entropy"),
     (lambda: pm.Trainer(pm.MLP([2, 2]), optimizer="rmsprop"), ValueError,
      "unknown optimizer 'rmsprop'.*sgd, adam"),
+    (lambda: pm.Trainer(pm.MLP([2, 2]), optimizer=pm.LBFGS()), TypeError,
+     "LBFGS.*is a full-batch solver.*minimize\\(model, X, Y"),
     (lambda: pm.Trainer(pm.MLP([2, 2]), loss="cross_entropy"), ValueError, "takes logits"),
     (lambda: pm.Trainer(pm.MLP([2, 2]), clip_norm=0), ValueError, "clip_norm must be positive"),
     (lambda: pm.Trainer(pm.MLP([2, 2]), l2=-1), ValueError, "l2 must be >= 0"),
