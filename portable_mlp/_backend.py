@@ -26,7 +26,7 @@ from typing import Any
 import array_api_compat as compat
 import numpy as np
 
-from portable_mlp import _install
+from portable_mlp import _install, rules
 
 Array = Any
 
@@ -166,6 +166,7 @@ class Ops:
     (about 0.6 us a call, a third of a matmul on the scratch_mlp article's tiny arrays), the sigmoid
     runs in one buffer, ``np.vdot`` sums squares without a reshape. PyTorch and JAX:
     their fused sigmoid (one pass, not the expression's four; one dispatch on JAX).
+    CuPy: the sigmoid, its backward and the optimizers' rules as one kernel each.
     """
 
     xp: Any
@@ -174,15 +175,20 @@ class Ops:
     sum_of_squares: Callable[[Any], Any]   # sum(a**2) over all of ``a``: 0-d (NumPy: a scalar)
     # dy * y * (1 - y), the sigmoid's backward from its output y (may reuse dy's buffer)
     sigmoid_backward: Callable[[Any, Any], Any]
+    # the optimizers' rules (``portable_mlp.rules``): new arrays, the gradient consumed
+    sgd: Callable[..., Any] = rules.sgd
+    sgd_momentum: Callable[..., tuple[Any, Any]] = rules.sgd_momentum
+    adam: Callable[..., tuple[Any, Any, Any]] = rules.adam  # bound to xp by ``ops``
 
 
 @functools.cache
 def ops(name: str) -> Ops:
     """The ``Ops`` of backend ``name``."""
     xp = namespace(name)
+    adam = functools.partial(rules.adam, xp)
     if name == "numpy":
         return Ops(xp, _numpy_matmul, _numpy_sigmoid, _numpy_sum_of_squares,
-                   _standard_sigmoid_backward)
+                   _standard_sigmoid_backward, adam=adam)
     flat: Callable[[Any], Any] = operator.methodcaller("reshape", -1)
     if name == "array_api_strict":  # its arrays have no reshape method
         flat = functools.partial(xp.reshape, shape=(-1,))
@@ -200,7 +206,13 @@ def ops(name: str) -> Ops:
     elif name == "dask":
         sigmoid = _dask_sigmoid
     return Ops(xp, operator.matmul, sigmoid, functools.partial(_flat_dot, flat),
-               _standard_sigmoid_backward)
+               _standard_sigmoid_backward, adam=adam)
+
+
+@functools.cache
+def ops_of(xp: Any) -> Ops:
+    """The ``Ops`` of an array namespace (what an optimizer's ``update`` is given)."""
+    return ops(name_of_namespace(xp))
 
 
 def _standard_sigmoid(xp: Any, x: Any) -> Any:
@@ -215,20 +227,37 @@ def _standard_sigmoid_backward(y: Any, dy: Any) -> Any:
 
 
 def _cupy_ops(xp: Any, flat: Callable[[Any], Any]) -> Ops:
-    """CuPy: the sigmoid and its backward as one fused elementwise kernel each (the
-    standard's expressions launch three or four kernels, 18-24 us each on small arrays)."""
+    """CuPy: the sigmoid, its backward and the optimizers' rules as one fused elementwise
+    kernel each, the same math as the standard's expressions (``portable_mlp.rules``),
+    which launch three to eight kernels each, 18-24 us apiece on small arrays."""
     import cupy
 
-    forward = cupy.ElementwiseKernel("T x", "T y", "y = 1 / (1 + exp(-x))", "pm_sigmoid")
-    backward = cupy.ElementwiseKernel("T y", "T dy", "dy = dy * y * (1 - y)",
-                                      "pm_sigmoid_backward")
+    def kernel(inputs: str, outputs: str, body: str, name: str) -> Any:
+        return cupy.ElementwiseKernel(inputs, outputs, body, f"pm_{name}")
+
+    forward = kernel("T x", "T y", "y = 1 / (1 + exp(-x))", "sigmoid")
+    backward = kernel("T y", "T dy", "dy = dy * y * (1 - y)", "sigmoid_backward")
+    sgd = kernel("T p, T g, T lr", "T p_new", "p_new = p - lr * g", "sgd")
+    momentum = kernel("T p, T g, T v, T lr, T mu", "T p_new, T v_new",
+                      "v_new = mu * v - lr * g; p_new = p + v_new", "sgd_momentum")
+    nesterov = kernel("T p, T g, T v, T lr, T mu", "T p_new, T v_new",
+                      "v_new = mu * v - lr * g; p_new = p + mu * v_new - lr * g",
+                      "sgd_nesterov")
+    adam = kernel("T p, T g, T m, T v, T beta1, T beta2, T eps, T step",
+                  "T p_new, T m_new, T v_new",
+                  "m_new = beta1 * m + (1 - beta1) * g;"
+                  " v_new = beta2 * v + (1 - beta2) * g * g;"
+                  " p_new = p - step * m_new / (sqrt(v_new) + eps)", "adam")
 
     def sigmoid_backward(y: Any, dy: Any) -> Any:
         backward(y, dy)  # writes dy in place: one kernel
         return dy
 
+    def sgd_momentum(p: Any, g: Any, v: Any, lr: Any, mu: float, is_nesterov: bool) -> Any:
+        return (nesterov if is_nesterov else momentum)(p, g, v, lr, mu)
+
     return Ops(xp, operator.matmul, forward, functools.partial(_flat_dot, flat),
-               sigmoid_backward)
+               sigmoid_backward, sgd, sgd_momentum, adam)
 
 
 def _flat_dot(flat: Callable[[Any], Any], a: Any) -> Any:

@@ -2,12 +2,9 @@
 
 ``update(xp, params, grads, state)`` returns ``(params, state)``: new parameter and slot
 arrays, the ones passed in left intact, so that a step whose update is not finite can
-be dropped whole at no cost. A rule's first operation on a parameter or a slot makes a
-new array (``p - g``, ``beta * m``); later ones use augmented assignment on that new
-array and on the gradient, which the rule owns: in place where the backend allows,
-rebinding where arrays are immutable (JAX), so one code path serves both, with no copy
-and no pass over the data that the hand-written in-place update does not make. Never
-reuse a gradient after passing it to ``update``.
+be dropped whole at no cost. The elementwise math of each rule is in
+``portable_mlp.rules``, reached through the backend's ``Ops`` (one fused kernel each on
+CuPy). Never reuse a gradient after passing it to ``update``.
 
 An optimizer object holds its hyper-parameters and, once training starts, its
 state; passing the same optimizer to ``fit`` again continues from that state.
@@ -20,7 +17,7 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
-from portable_mlp import validation
+from portable_mlp import _backend, validation
 
 Array = Any
 Schedule = Callable[[int], float]
@@ -143,15 +140,15 @@ class Optimizer:
         step = state["step"]
         if lr is None:
             lr = self.lr if type(self.schedule) is constant else self.learning_rate(step)
-        rule, t = self.rule, step + 1
+        rule, t, ops = self.rule, step + 1, _backend.ops_of(xp)
         new_params, new_slots = [], []
         for p, g, slots in zip(params, grads, state["slots"]):
-            p, slots = rule(xp, p, g, slots, lr, t)
+            p, slots = rule(ops, p, g, slots, lr, t)
             new_params.append(p)
             new_slots.append(slots)
         return new_params, {"step": t, "slots": new_slots}
 
-    def rule(self, xp: Any, p: Array, g: Array, slots: list[Array], lr: float,
+    def rule(self, ops: _backend.Ops, p: Array, g: Array, slots: list[Array], lr: float,
              t: int) -> tuple[Array, list[Array]]:
         """The new ``p`` and slots from the gradient ``g`` at rate ``lr``, step ``t``
         (1-based): new arrays, ``p`` and ``slots`` untouched; ``g`` may be overwritten."""
@@ -176,17 +173,12 @@ class SGD(Optimizer):
             return super().init_state(xp, params)
         return {"step": 0, "slots": [[xp.zeros_like(p)] for p in params]}
 
-    def rule(self, xp: Any, p: Array, g: Array, slots: list[Array], lr: float,
+    def rule(self, ops: _backend.Ops, p: Array, g: Array, slots: list[Array], lr: float,
              t: int) -> tuple[Array, list[Array]]:
-        g *= lr
         if not self.momentum:
-            return p - g, slots
-        v = self.momentum * slots[0]  # v = momentum * v - lr * g
-        v -= g
-        if self.nesterov:             # p + momentum * v - lr * g
-            g -= self.momentum * v
-            return p - g, [v]
-        return p + v, [v]
+            return ops.sgd(p, g, lr), slots
+        p, v = ops.sgd_momentum(p, g, slots[0], lr, self.momentum, self.nesterov)
+        return p, [v]
 
     def __repr__(self) -> str:
         return f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov})"
@@ -207,21 +199,12 @@ class Adam(Optimizer):
     def init_state(self, xp: Any, params: list[Array]) -> dict[str, Any]:
         return {"step": 0, "slots": [[xp.zeros_like(p), xp.zeros_like(p)] for p in params]}
 
-    def rule(self, xp: Any, p: Array, g: Array, slots: list[Array], lr: float,
+    def rule(self, ops: _backend.Ops, p: Array, g: Array, slots: list[Array], lr: float,
              t: int) -> tuple[Array, list[Array]]:
-        m = self.beta1 * slots[0]
-        m += (1.0 - self.beta1) * g
-        v = self.beta2 * slots[1]
-        g *= g
-        g *= 1.0 - self.beta2
-        v += g
         # ** 0.5, not math.sqrt: t may be a traced array under jax.jit (train_step)
         step = lr * (1.0 - self.beta2 ** t) ** 0.5 / (1.0 - self.beta1 ** t)
-        denom = xp.sqrt(v)
-        denom += self.eps
-        change = step * m
-        change /= denom
-        return p - change, [m, v]
+        p, m, v = ops.adam(p, g, *slots, self.beta1, self.beta2, self.eps, step)
+        return p, [m, v]
 
     def __repr__(self) -> str:
         return f"Adam(lr={self.lr}, beta1={self.beta1}, beta2={self.beta2}, eps={self.eps})"

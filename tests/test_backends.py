@@ -179,3 +179,32 @@ def test_ops_compute_the_standards_math(backend):
     backward = ops.sigmoid_backward(place.from_host(y_host), place.from_host(dy_host.copy()))
     np.testing.assert_allclose(_backend.to_host(backward), dy_host * y_host * (1.0 - y_host),
                                rtol=rtol * 10, atol=1e-30)
+
+
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov", "adam"])
+def test_ops_optimizer_rules_are_the_standard_math(backend, rule):
+    """The optimizers' rules as each backend runs them (one fused kernel each on CuPy)
+    agree with their formulas in float64 on the host, and leave the parameter and its
+    slots untouched (a step whose update is not finite is dropped whole)."""
+    place = pm.MLP([2, 2], backend=backend).placement
+    ops, rtol = place.ops, (1e-12 if place.dtype == "float64" else 1e-5)
+    rng = np.random.default_rng(9)
+    p, g, m = (rng.standard_normal((4, 3)) for _ in range(3))
+    v = rng.uniform(0.0, 2.0, (4, 3))
+    P, M, V = (place.from_host(a.copy()) for a in (p, m, v))  # NumPy: may be a itself
+    G = place.from_host(g.copy())  # the rule's own: it may be overwritten
+    lr, mu, b1, b2, eps, step = 0.3, 0.9, 0.8, 0.99, 1e-3, 0.05
+    if rule == "sgd":
+        got, want = [ops.sgd(P, G, lr)], [p - lr * g]
+    elif rule in ("momentum", "nesterov"):
+        got = list(ops.sgd_momentum(P, G, M, lr, mu, rule == "nesterov"))
+        v_new = mu * m - lr * g
+        want = [p + (mu * v_new - lr * g if rule == "nesterov" else v_new), v_new]
+    else:
+        got = list(ops.adam(P, G, M, V, b1, b2, eps, step))
+        m_new, v_new = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        want = [p - step * m_new / (np.sqrt(v_new) + eps), m_new, v_new]
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(_backend.to_host(a), b, rtol=rtol * 10, atol=rtol)
+    for kept, host in ((P, p), (M, m), (V, v)):
+        np.testing.assert_array_equal(_backend.to_host(kept), host.astype(place.dtype))
