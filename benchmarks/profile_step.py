@@ -6,10 +6,10 @@
 cProfile times ``Trainer.step`` on a configuration of the benchmark report and
 groups the time by what the step does. The NumPy backend's operations are named
 functions (``_backend.Ops``), so each group is one place in the code: the matmuls,
-the sigmoid forward, the elementwise work inside each backprop,
-the loss, the gradients' sum of squares (the divergence check) and the optimizer's
-update. What remains is Python: calls, closures, checks. The GEMM floor (the
-step's matmuls alone, as the report times it) is printed beside the matmul group.
+the sigmoid forward and backward, the loss, the optimizer's update, the check that the
+update is finite and NumPy's error-state contexts. What remains is Python: calls,
+closures, checks. The GEMM floor (the step's matmuls alone, as the report times it) is
+printed beside the matmul group.
 On ``xor`` the profiler's own cost per call is as large as the work: use the
 report there.
 """
@@ -18,18 +18,10 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import inspect
 import pstats
 import time
 
 from benchmarks import _workloads as w
-from portable_mlp import layers
-
-
-def _lines_of(cls: type) -> range:
-    source, first = inspect.getsourcelines(cls)
-    return range(first, first + len(source))
-
 
 # group -> the functions whose own time it sums: (file suffix, name, lines or None)
 GROUPS: dict[str, list[tuple[str, str, range | None]]] = {
@@ -37,9 +29,13 @@ GROUPS: dict[str, list[tuple[str, str, range | None]]] = {
                                    ("~", "<method 'dot' of 'numpy.ndarray' objects>", None)],
     "sigmoid forward (4 passes, 1 buffer)": [("_backend.py", "_numpy_sigmoid", None)],
     "loss: mse (delta, its sum of squares, scale)": [("losses.py", "mse", None)],
-    "finite check (sum of squares of the gradients)": [("train.py", "_gradients", None)],
-    "sigmoid backward (3 passes)": [("layers.py", "backprop", _lines_of(layers.Sigmoid))],
-    "SGD update (2 passes)": [("optim.py", "rule", None)],
+    "sigmoid backward (2 passes, in place)": [("_backend.py", "_standard_sigmoid_backward",
+                                               None)],
+    "SGD update (2 passes, into a new array)": [("rules.py", "sgd", None)],
+    "finite check of the update (np.vdot)": [("steps.py", "all_finite_on_host", None),
+                                             ("_backend.py", "_numpy_sum_of_squares", None)],
+    "errstate (quiet, overflow_is_fine)": [("_ufunc_config.py", "__enter__", None),
+                                           ("_ufunc_config.py", "__exit__", None)],
 }
 
 
