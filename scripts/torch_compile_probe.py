@@ -31,17 +31,18 @@ def main() -> None:
     settings = steps.Settings(model, trainer.optimizer, trainer._loss_fn, 0.0, None)
     state = trainer.optimizer.ensure_state(model.xp, model.params)
     guard = steps.fresh_guard(model.placement)
-    eager = functools.partial(steps.guarded_step, settings, True)
+    eager = functools.partial(steps.guarded_step, settings)
+    labels = model.classes_of(Yd)
     start = time.perf_counter()
     compiled = torch.compile(eager)
-    compiled(model.params, state, guard, Xd, Yd, None, 1e-3)
+    compiled(model.params, state, guard, Xd, Yd, labels, None, 1e-3)
     print(f"compile: {time.perf_counter() - start:.1f} s")
     for name, step in (("eager", eager), ("compiled", compiled)) * 2:
         params = [p.clone() for p in model.params]
         st = {"step": 0, "slots": [[s.clone() for s in ss] for ss in state["slots"]]}
         start = time.perf_counter()
         for k in range(300):
-            params, st, guard, _, _ = step(params, st, guard, Xd, Yd, None, 1e-3)
+            params, st, guard, _, _ = step(params, st, guard, Xd, Yd, labels, None, 1e-3)
             st = {"step": k + 1, "slots": st["slots"]}
         print(f"{name}: {(time.perf_counter() - start) / 300 * 1e6:.0f} us/step")
 
