@@ -8,6 +8,7 @@ one compiled ``scan`` where the backend compiles.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -58,10 +59,24 @@ class EpochPlan:
         """One full batch, in order, every row weighing 1: train on the data as it is."""
         return self.indices.shape[0] == 1 and self.weights is None
 
-    @property
+    @functools.cached_property
     def active(self) -> np.ndarray:
         """Batches that hold samples in effect (a batch of zero weight is skipped)."""
         return (self.counts > 0).astype(np.int64)
+
+    @functools.cached_property
+    def steps_before(self) -> list[int]:
+        """How many steps the epoch has taken before each batch."""
+        return (np.cumsum(self.active) - self.active).tolist()
+
+    @functools.cached_property
+    def n_steps(self) -> int:
+        return int(self.active.sum())
+
+    @functools.cached_property
+    def weight(self) -> float:
+        """What the epoch's batches weigh in all."""
+        return float(self.counts.sum())
 
     @classmethod
     def draw(cls, data: Any, batch_size: int | None, shuffle: bool,
@@ -70,6 +85,8 @@ class EpochPlan:
         ``rng``; the last batch padded with weight-0 copies of row 0."""
         n = data.n
         size = n if batch_size is None or batch_size >= n else batch_size
+        if size == n and data.w_host is None:
+            return _full_batch(n)
         order = rng.permutation(n) if shuffle and size < n else np.arange(n)
         n_batches = -(-n // size)
         pad = n_batches * size - n
@@ -81,6 +98,12 @@ class EpochPlan:
             weights = np.concatenate([rows, np.zeros(pad)]).reshape(n_batches, size)
         counts = batches.batch_counts(n, size, ordered)
         return cls(indices.reshape(n_batches, size), weights, counts)
+
+
+@functools.cache
+def _full_batch(n: int) -> EpochPlan:
+    """The plan of every epoch that is one full batch in order (drawn once per size)."""
+    return EpochPlan(np.arange(n).reshape(1, n), None, np.array([float(n)]))
 
 
 def fresh_guard(placement: _backend.Placement) -> tuple[Array, Array, Array]:

@@ -432,21 +432,19 @@ class Trainer:
         plan = steps.EpochPlan.draw(data, batch_size, shuffle, rng)
         state = optimizer.ensure_state(placement.xp, model.params)
         step0 = state["step"]
-        taken = np.cumsum(plan.active) - plan.active  # active steps before each batch
-        lrs = [optimizer.learning_rate(step0 + int(k)) for k in taken]
+        lrs = [optimizer.learning_rate(step0 + k) for k in plan.steps_before]
         run = self._function(steps.scan_epoch)
         params, slots, guard, summary = run(
             model.params, state["slots"], step0, self._guard or steps.fresh_guard(placement),
             data.X, data.Y, data.labels, *plan.arguments(placement, lrs))
-        n_active = int(plan.active.sum())
         model.params = self._params = params
-        optimizer.state = self._state = {"step": step0 + n_active, "slots": slots}
-        self.steps += n_active
+        optimizer.state = self._state = {"step": step0 + plan.n_steps, "slots": slots}
+        self.steps += plan.n_steps
         self._guard = guard
         loss_total, hit_total, healthy = (float(v) for v in _backend.to_host(summary))
         if not healthy:
             self._check(pending=0)
-        return loss_total, hit_total, float(plan.counts.sum())
+        return loss_total, hit_total, plan.weight
 
     def evaluate(self, X: Array, Y: Array, w: Array | None = None) -> dict[str, float]:
         """Loss (with the l2 term) and accuracy of the current model on placed data
