@@ -430,9 +430,7 @@ def _generic(row: str, config: Config) -> Workload:
     """Backends without an API of their own here: the hand step is written on ``xp``."""
     trainer, Xd, Yd = _trainer(config, row, None)
     xp = trainer.model.xp
-    ws = list(trainer.model.params)
-    if _backend.writable(row):
-        ws = [xp.asarray(w, copy=True) for w in ws]
+    ws = [xp.asarray(w, copy=True) for w in trainer.model.params]  # the hand step's own
     lr, n = config.lr, config.batch
     name = row
 

@@ -4,7 +4,7 @@ The rest of portable_mlp sees an array namespace ``xp`` and the standard's
 functions on it. This module turns backend *names* into namespaces, devices and
 dtypes (so objects can hold names and still pickle), moves data to and from the
 host, and answers the few questions whose answer depends on the library:
-can arrays be written in place, is reading a value back to the host free, how to
+is reading a value back to the host free, how to
 wait for queued work (timing) and how to keep a lazy graph bounded (dask).
 
 Backends are imported lazily, only when asked for by name.
@@ -176,9 +176,9 @@ class Ops:
     # dy * y * (1 - y), the sigmoid's backward from its output y (may reuse dy's buffer)
     sigmoid_backward: Callable[[Any, Any], Any]
     # the optimizers' rules (``portable_mlp.rules``): new arrays, the gradient consumed
-    sgd: Callable[..., Any] = rules.sgd
-    sgd_momentum: Callable[..., tuple[Any, Any]] = rules.sgd_momentum
-    adam: Callable[..., tuple[Any, Any, Any]] = rules.adam  # bound to xp by ``ops``
+    sgd: Callable[..., Any]                       # (p, g, lr) -> p
+    sgd_momentum: Callable[..., tuple[Any, Any]]  # (p, g, v, lr, momentum, nesterov) -> p, v
+    adam: Callable[..., tuple[Any, Any, Any]]     # (p, g, m, v, b1, b2, eps, step) -> p, m, v
 
 
 @functools.cache
@@ -188,7 +188,7 @@ def ops(name: str) -> Ops:
     adam = functools.partial(rules.adam, xp)
     if name == "numpy":
         return Ops(xp, _numpy_matmul, _numpy_sigmoid, _numpy_sum_of_squares,
-                   _standard_sigmoid_backward, adam=adam)
+                   _standard_sigmoid_backward, rules.sgd, rules.sgd_momentum, adam)
     flat: Callable[[Any], Any] = operator.methodcaller("reshape", -1)
     if name == "array_api_strict":  # its arrays have no reshape method
         flat = functools.partial(xp.reshape, shape=(-1,))
@@ -206,7 +206,7 @@ def ops(name: str) -> Ops:
     elif name == "dask":
         sigmoid = _dask_sigmoid
     return Ops(xp, operator.matmul, sigmoid, functools.partial(_flat_dot, flat),
-               _standard_sigmoid_backward, adam=adam)
+               _standard_sigmoid_backward, rules.sgd, rules.sgd_momentum, adam)
 
 
 @functools.cache
@@ -243,11 +243,12 @@ def _cupy_ops(xp: Any, flat: Callable[[Any], Any]) -> Ops:
     nesterov = kernel("T p, T g, T v, T lr, T mu", "T p_new, T v_new",
                       "v_new = mu * v - lr * g; p_new = p + mu * v_new - lr * g",
                       "sgd_nesterov")
-    adam = kernel("T p, T g, T m, T v, T beta1, T beta2, T eps, T step",
-                  "T p_new, T m_new, T v_new",
-                  "m_new = beta1 * m + (1 - beta1) * g;"
-                  " v_new = beta2 * v + (1 - beta2) * g * g;"
-                  " p_new = p - step * m_new / (sqrt(v_new) + eps)", "adam")
+    # 1 - beta as arguments: computed in double on the host and rounded once to T, as
+    # the standard's expression rounds the Python float it multiplies by
+    adam_kernel = kernel("T p, T g, T m, T v, T beta1, T rest1, T beta2, T rest2, T eps, "
+                         "T step", "T p_new, T m_new, T v_new",
+                         "m_new = beta1 * m + rest1 * g; v_new = beta2 * v + rest2 * g * g;"
+                         " p_new = p - step * m_new / (sqrt(v_new) + eps)", "adam")
 
     def sigmoid_backward(y: Any, dy: Any) -> Any:
         backward(y, dy)  # writes dy in place: one kernel
@@ -255,6 +256,10 @@ def _cupy_ops(xp: Any, flat: Callable[[Any], Any]) -> Ops:
 
     def sgd_momentum(p: Any, g: Any, v: Any, lr: Any, mu: float, is_nesterov: bool) -> Any:
         return (nesterov if is_nesterov else momentum)(p, g, v, lr, mu)
+
+    def adam(p: Any, g: Any, m: Any, v: Any, beta1: float, beta2: float, eps: float,
+             step: Any) -> Any:
+        return adam_kernel(p, g, m, v, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, step)
 
     return Ops(xp, operator.matmul, forward, functools.partial(_flat_dot, flat),
                sigmoid_backward, sgd, sgd_momentum, adam)
@@ -741,9 +746,9 @@ class Placement:
         return [0]
 
     def persist_rows(self, X: Array, *others: Array | None) -> list[Array | None]:
-        """The data of a fit, computed into memory once (dask): ``others`` (Y, sample
-        weights or None) cut into X's row blocks, so that each block of rows lives whole
-        on one worker; the same arrays elsewhere."""
+        """The data of a fit, computed into memory once (dask): ``others`` (Y, its class
+        labels, sample weights or None) cut into X's row blocks, so that each block of
+        rows lives whole on one worker; the same arrays elsewhere."""
         if self.backend != "dask":
             return [X, *others]
         return _dask_persist_rows(X, list(others))

@@ -142,6 +142,8 @@ def _sorted_metadata(data: bytes) -> bytes:
     which is padded with spaces to a multiple of 8 bytes, as safetensors pads it."""
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8:8 + n])
+    if "__metadata__" not in header:
+        return data
     header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)

@@ -221,8 +221,9 @@ def memory_needed(sizes: list[int], n_samples: int, args: argparse.Namespace,
     bias = 0 if args.no_bias else 1
     n_params = sum((fan_in + bias) * fan_out for fan_in, fan_out in itertools.pairwise(sizes))
     slots = 2 if args.optimizer == "adam" else int(args.momentum > 0)
-    # drawn in float64 on the host; then params, gradients, the update's copies, the slots
-    params = n_params * (8 + itemsize * (3 + slots))
+    # drawn in float64 on the host; then params, gradients, and the update's new params
+    # and slots beside the old ones
+    params = n_params * (8 + itemsize * (3 + 2 * slots))
     # every epoch's forward pass over all the data (and --plot's grid) keeps each layer's
     # output, its input and, going back, its delta
     rows = max(n_samples, GRID_POINTS if args.plot or args.gif else 0)

@@ -33,7 +33,7 @@ class Sequential:
 
     # --- construction helpers --------------------------------------------
     def _set_host_params(self, host: list[np.ndarray]) -> None:
-        # a copy: the model updates its parameters in place, never the caller's arrays
+        # a copy: the model owns its parameters, and never shares the caller's arrays
         self.params = [self.placement.from_host(np.array(p)) for p in host]
         self._decayed = [d for piece in self.pieces for d in piece.decayed()]
         counts = [len(piece.decayed()) for piece in self.pieces]

@@ -17,6 +17,8 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from portable_mlp import _backend, validation
 
 Array = Any
@@ -140,6 +142,10 @@ class Optimizer:
         step = state["step"]
         if lr is None:
             lr = self.lr if type(self.schedule) is constant else self.learning_rate(step)
+        elif isinstance(lr, (numbers.Real, np.ndarray)):
+            lr = float(lr)  # a NumPy scalar or array would promote float32 updates to float64
+        elif params:  # the backend's 0-d array (compiled code passes the rate in)
+            lr = xp.astype(lr, params[0].dtype)
         rule, t, ops = self.rule, step + 1, _backend.ops_of(xp)
         new_params, new_slots = [], []
         for p, g, slots in zip(params, grads, state["slots"]):

@@ -6,8 +6,9 @@ may be overwritten. The first operation on a parameter or a slot makes the new a
 (``p - g``, ``beta * m``); later ones use augmented assignment on that new array: in
 place where the backend allows, rebinding where arrays are immutable (JAX), so that no
 copy and no pass over the data is made that an in-place update written by hand does
-not make. ``_backend.ops`` binds them to a namespace (``Ops.sgd``, ``Ops.sgd_momentum``,
-``Ops.adam``); on CuPy each is one fused kernel of the same math instead.
+not make. A backend's ``Ops`` holds them (``Ops.sgd``, ``Ops.sgd_momentum``, and
+``Ops.adam`` bound to the namespace); on CuPy each is one fused kernel of the same math
+instead.
 """
 
 from __future__ import annotations

@@ -131,12 +131,12 @@ class Trainer:
         with self.model.placement.quiet():
             return self._step(X, Y)[0]
 
-    def _step(self, X: Array, Y: Array, labels: Array | None = None, w: Array | None = None
-              ) -> tuple[Array, Array | None]:
-        """One step, in ``placement.quiet()`` (a non-finite value is the divergence
-        check's to report); returns the loss and (given the ``labels`` of Y's classes)
-        the batch's correctly classified samples (weighted), both from the step's own
-        forward pass."""
+    def _step(self, X: Array, Y: Array, *, labels: Array | None = None,
+              w: Array | None = None) -> tuple[Array, Array | None]:
+        """One step; the caller enters ``placement.quiet()`` (a non-finite value is the
+        divergence check's to report). Returns the loss and (given the ``labels`` of Y's
+        classes) the batch's correctly classified samples (weighted), both from the
+        step's own forward pass."""
         model = self.model
         placement = model.placement
         state = self.optimizer.state
@@ -190,16 +190,16 @@ class Trainer:
         # the step count stays a host int (compiled code hands back an array)
         return params, {"step": step + 1, "slots": slots}, loss, hits
 
-    def _function(self, fn: Callable[..., Any], *static: Any) -> Callable[..., Any]:
-        """``fn`` bound to this trainer's settings (and ``static``), compiled where the
-        trainer compiles: once per distinct setting, reused across steps and fits."""
-        key = (fn.__name__, *static, self.loss, self.l2, self.clip_norm, repr(self.optimizer),
+    def _function(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` bound to this trainer's settings, compiled where the trainer compiles:
+        once per distinct setting, reused across steps and fits."""
+        key = (fn.__name__, self.loss, self.l2, self.clip_norm, repr(self.optimizer),
                id(self.optimizer), id(self.model))
         found = self._functions.get(key)
         if found is None:
             settings = steps.Settings(self.model, self.optimizer, self._loss_fn, self.l2,
                                       self.clip_norm)
-            found = functools.partial(fn, settings, *static)
+            found = functools.partial(fn, settings)
             if self.compiled:
                 found = self.model.placement.jit(found)
             self._functions[key] = found
@@ -282,9 +282,9 @@ class Trainer:
         Xd = validation.features(model, X, check_values=True)
         Yd = validation.targets(model, Y, Xd.shape[0], check_values=True)
         wd = validation.sample_weights(model, sample_weight, Xd.shape[0])
-        losses.check_targets(self.loss, model.xp, Yd)
         # dask: once, in X's blocks
         Xd, Yd, labels, wd = model.placement.persist_rows(Xd, Yd, model.classes_of(Yd), wd)
+        losses.check_targets(self.loss, model.xp, Yd)
         if epoch_loss not in ("evaluate", "steps"):
             raise ValueError(f"epoch_loss must be 'steps' or 'evaluate', got {epoch_loss!r}")
         val = self._validation_data(validation_data)
@@ -411,7 +411,7 @@ class Trainer:
                                                                 batch_size, shuffle, rng):
                 if self._interrupted:
                     return None
-                loss, hits = self._step(Xb, Yb, lb, wb)
+                loss, hits = self._step(Xb, Yb, labels=lb, w=wb)
                 if track:
                     loss_sum = loss_sum + loss * count
                     hit_sum = hit_sum + hits

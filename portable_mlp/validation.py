@@ -87,7 +87,7 @@ def check_params(model: Sequential, params: Sequence[Any]) -> list[Array]:
         arr = as_array(model, p, f"params[{i}]", ndim=len(shape), check_values=True)
         if tuple(arr.shape) != shape:
             raise ValueError(f"params[{i}] has shape {tuple(arr.shape)}, expected {shape}")
-        placed.append(model.xp.asarray(arr, copy=True))  # updated in place later: own it
+        placed.append(model.xp.asarray(arr, copy=True))  # the model's own, not the caller's
     return placed
 
 

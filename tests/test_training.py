@@ -45,6 +45,33 @@ def test_a_model_stays_in_its_dtype_through_a_step(backend, xp, dtype, xor_data)
     assert model(X).dtype == wanted
 
 
+@pytest.mark.parametrize("rate", ["numpy scalar", "numpy 0-d", "backend 0-d float64"])
+@pytest.mark.parametrize("make", [lambda: pm.SGD(lr=0.1, momentum=0.9), lambda: pm.Adam()],
+                         ids=["momentum", "adam"])
+def test_a_float32_model_stays_float32_whatever_the_rate_passed_in(backend, xp, rate, make,
+                                                                  xor_data):
+    """train_step's ``lr``: a float64 rate must not promote a float32 update."""
+    model = pm.MLP([2, 4, 2], seed=0, backend=backend, dtype="float32")
+    place = model.placement
+    if rate == "numpy scalar":
+        lr = np.float64(0.01)
+    elif rate == "numpy 0-d":
+        lr = np.asarray(0.01)
+    else:
+        try:
+            lr = xp.asarray(0.01, dtype=xp.float64, device=place.device_obj)
+        except (TypeError, ValueError):
+            pytest.skip(f"{backend} offers no float64 here")
+    opt = make()
+    X, Y = (place.from_host(a) for a in xor_data)
+    params, state, _, finite = pm.train_step(model, model.params,
+                                             opt.init_state(model.xp, model.params), X, Y,
+                                             opt, lr=lr)
+    assert bool(_backend.to_host(finite))
+    assert all(p.dtype == xp.float32 for p in params)
+    assert all(s.dtype == xp.float32 for ss in state["slots"] for s in ss)
+
+
 def test_default_dtype_is_the_backends_default_float(backend, xp):
     model = pm.MLP([2, 2], backend=backend)
     info = xp.__array_namespace_info__()
