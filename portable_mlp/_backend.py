@@ -430,6 +430,10 @@ def from_host(name: str, x: np.ndarray, device: Any, dtype: Any) -> Any:
     xp = namespace(name)
     if name == "dask":
         return _dask_from_host(np.asarray(x, dtype=dtype_name(dtype)))
+    if name == "jax":  # a copy, as asarray makes, in a third of its time (25 MB: 4.5 vs 16 ms)
+        import jax
+
+        return jax.device_put(np.asarray(x, dtype=dtype_name(dtype)), device, may_alias=False)
     if name == "torch" and not x.flags.writeable:
         x = np.array(x)  # torch refuses to share read-only memory (a memmap, say)
     return xp.asarray(x, dtype=dtype, device=device)
