@@ -10,8 +10,11 @@ the sigmoid forward and backward, the loss, the optimizer's update, the check th
 update is finite and NumPy's error-state contexts. What remains is Python: calls,
 closures, checks. The GEMM floor (the step's matmuls alone, as the report times it) is
 printed beside the matmul group.
-On ``xor`` the profiler's own cost per call is as large as the work: use the
-report there.
+On ``xor`` the profiler's own cost per call is as large as the work: ``--pieces``
+times the step's parts one by one with ``timeit`` instead (the best of repeats), beside
+the whole step and the report's hand-written step::
+
+    python -m benchmarks.profile_step --configs xor --pieces
 """
 
 from __future__ import annotations
@@ -20,8 +23,13 @@ import argparse
 import cProfile
 import pstats
 import time
+import timeit
+from collections.abc import Callable
+
+import numpy as np
 
 from benchmarks import _workloads as w
+from portable_mlp import grad, steps, validation
 
 # group -> the functions whose own time it sums: (file suffix, name, lines or None)
 GROUPS: dict[str, list[tuple[str, str, range | None]]] = {
@@ -66,12 +74,57 @@ def profile(config_name: str, steps: int) -> tuple[dict[str, float], float, floa
     return groups, total, floor_s
 
 
+def pieces(config_name: str) -> dict[str, float]:
+    """Seconds of each part of a NumPy ``Trainer.step``, timed alone (best of repeats)."""
+    work = w.build("numpy", w.CONFIGS[config_name])
+    trainer, X, Y = w._trainer(w.CONFIGS[config_name], "numpy", None)
+    model, optimizer = trainer.model, trainer.optimizer
+    placement = model.placement
+    trainer.step(X, Y)  # the optimizer's state exists from here on
+    state = optimizer.state
+    _, grads, _ = grad.loss_grads_and_output(model, model.params, X, Y, trainer._loss_fn, 0.0)
+
+    def quiet() -> None:
+        with placement.quiet():
+            pass
+
+    parts: dict[str, Callable[[], object]] = {
+        "argument checks (validation.batch)": lambda: validation.batch(model, X, Y),
+        "one errstate context (placement.quiet)": quiet,
+        "forward pass (Sequential.forward)": lambda: model.forward(X),
+        "loss and gradients (forward included)": lambda: grad.loss_grads_and_output(
+            model, model.params, X, Y, trainer._loss_fn, 0.0),
+        "update (new arrays; copies the grads it eats)": lambda: optimizer.update(
+            np, model.params, [g.copy() for g in grads], state),
+        "finite check of the update": lambda: steps.all_finite_on_host(
+            placement, model.params, state["slots"]),
+        "the whole Trainer.step": lambda: trainer.step(X, Y),
+        "the report's hand-written step": work.steps["hand"],
+    }
+    number = max(1, int(0.05 / _once(parts["the whole Trainer.step"])))
+    return {name: min(timeit.repeat(part, number=number, repeat=7)) / number
+            for name, part in parts.items()}
+
+
+def _once(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="mnist,wide,deep")
     parser.add_argument("--steps", type=int, default=50, help="profiled steps (default 50)")
+    parser.add_argument("--pieces", action="store_true",
+                        help="time the step's parts one by one (timeit) instead of profiling")
     args = parser.parse_args(argv)
     for config in args.configs.split(","):
+        if args.pieces:
+            print(f"\nnumpy {config}: parts of a Trainer.step, each timed alone")
+            for name, seconds in pieces(config).items():
+                print(f"  {name:46s} {seconds * 1e6:9.2f} us")
+            continue
         groups, total, floor_s = profile(config, args.steps)
         print(f"\nnumpy {config}: step {total * 1e3:.3f} ms under the profiler, "
               f"GEMM floor {floor_s * 1e3:.3f} ms (timed apart)")
