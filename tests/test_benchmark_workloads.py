@@ -1,0 +1,34 @@
+"""The benchmarks' workloads still run against the library. CI does not time them; this
+catches a workload that a change in the library broke. It runs each variant of the step
+report's rows for the session's backend once, on ``xor``, and the fit benchmark's two loops,
+which must agree."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from benchmarks import _fit_loops as fl
+from benchmarks import _workloads as w
+
+
+def test_the_step_report_rows_of_this_backend_run(backend):
+    config = w.CONFIGS["xor"]
+    rows = [row for row, (name, _) in w.BACKEND_ROWS.items()
+            if name == backend and w.availability(row, config) is None]
+    if not rows:
+        pytest.skip(f"no row of the step report runs on {backend} here")
+    for row in rows:
+        work = w.build(row, config)
+        for variant in w.VARIANTS:
+            assert w.time_steps(work, variant, 2) > 0.0
+
+
+def test_the_fit_benchmark_loops_run_and_agree(backend):
+    if backend not in ("numpy", "torch", "jax"):
+        pytest.skip(f"the fit benchmark has no hand loop for {backend}")
+    config = dataclasses.replace(fl.FIT_CONFIGS["xor"], epochs=3)
+    work = fl.build(backend, config)
+    hand, ours = work.hand(), work.portable_mlp()
+    assert ours == pytest.approx(hand, rel=1e-9)  # the same training: the same last epoch
