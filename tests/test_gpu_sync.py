@@ -25,11 +25,12 @@ def _trainer(backend: str, device: str | None, optimizer: pm.Optimizer):
     return trainer, Xd, Yd
 
 
-OPTIMIZERS = [lambda: pm.SGD(lr=0.5), lambda: pm.SGD(lr=0.5, momentum=0.9),
-              lambda: pm.Adam(lr=1e-2)]
+every_optimizer = pytest.mark.parametrize(
+    "make", [lambda: pm.SGD(lr=0.5), lambda: pm.SGD(lr=0.5, momentum=0.9),
+             lambda: pm.Adam(lr=1e-2)], ids=["sgd", "momentum", "adam"])
 
 
-@pytest.mark.parametrize("make", OPTIMIZERS, ids=["sgd", "momentum", "adam"])
+@every_optimizer
 def test_cupy_steps_never_synchronize(make):
     cupy = pytest.importorskip("cupy")
     try:
@@ -47,7 +48,7 @@ def test_cupy_steps_never_synchronize(make):
     assert trainer.steps == STEPS + 1
 
 
-@pytest.mark.parametrize("make", OPTIMIZERS, ids=["sgd", "momentum", "adam"])
+@every_optimizer
 def test_torch_cuda_steps_never_synchronize(make):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():

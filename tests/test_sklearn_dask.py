@@ -47,6 +47,21 @@ def _lazy(*arrays):
     return [da.from_array(a, chunks=(N // 4, *a.shape[1:])) for a in arrays]
 
 
+def _fit_on_numpy_and_dask(estimator, kwargs, X, y, no_gather, while_guarded):
+    """The estimator fit on (X, y) with NumPy (the reference) and on lazy dask copies;
+    the dask fit and ``while_guarded(est, Xd)`` run with gathering refused. Returns the
+    reference, the dask estimator and what ``while_guarded`` returned."""
+    Xd, yd = _lazy(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = estimator(**kwargs).fit(X, y)
+        patch = no_gather()
+        est = estimator(**kwargs, backend="dask").fit(Xd, yd)
+        out = while_guarded(est, Xd)
+        patch.undo()
+    return ref, est, out
+
+
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
 def test_classifier_trains_and_predicts_on_dask_without_gathering(no_gather, solver):
     X, y = make_classification(n_samples=N, n_features=5, n_informative=3, n_classes=3,
@@ -54,14 +69,9 @@ def test_classifier_trains_and_predicts_on_dask_without_gathering(no_gather, sol
     # full batches: the same steps as NumPy's, however the dask Trainer forms minibatches
     kwargs = dict(hidden_layer_sizes=(6,), solver=solver, max_iter=5, random_state=0,
                   batch_size=N)
-    Xd, yd = _lazy(X, y)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ref = MLPClassifier(**kwargs).fit(X, y)
-        patch = no_gather()
-        est = MLPClassifier(**kwargs, backend="dask").fit(Xd, yd)
-        labels, proba = est.predict(Xd), est.predict_proba(Xd)
-        patch.undo()
+    ref, est, (labels, proba) = _fit_on_numpy_and_dask(
+        MLPClassifier, kwargs, X, y, no_gather,
+        lambda est, Xd: (est.predict(Xd), est.predict_proba(Xd)))
     assert isinstance(labels, da.Array) and isinstance(proba, da.Array)
     assert est.classes_.tolist() == [0, 1, 2] and est.n_features_in_ == 5
     np.testing.assert_allclose(proba.compute(), ref.predict_proba(X), rtol=1e-9, atol=1e-12)
@@ -72,16 +82,15 @@ def test_regressor_trains_and_predicts_on_dask_without_gathering(no_gather):
     X, y = make_regression(n_samples=N, n_features=4, random_state=0)
     y = y / y.std()
     kwargs = dict(hidden_layer_sizes=(6,), max_iter=4, random_state=0, batch_size=N)
-    Xd, yd = _lazy(X, y)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ref = MLPRegressor(**kwargs).fit(X, y)
-        patch = no_gather()
-        est = MLPRegressor(**kwargs, backend="dask").fit(Xd, yd)
+
+    def predict_and_probe_the_guard(est, Xd):
         pred = est.predict(Xd)
         with pytest.raises(AssertionError, match="gathered"):  # the guard works
             Xd.compute()
-        patch.undo()
+        return pred
+
+    ref, _, pred = _fit_on_numpy_and_dask(MLPRegressor, kwargs, X, y, no_gather,
+                                          predict_and_probe_the_guard)
     assert isinstance(pred, da.Array)
     np.testing.assert_allclose(pred.compute(), ref.predict(X), rtol=1e-9)
 
