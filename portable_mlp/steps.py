@@ -235,7 +235,7 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
                         f"pm.Adam(...)), the one whose init_state made state; got "
                         f"{type(optimizer).__name__} {optimizer!r}"[:300])
     params, state, X, Y, l2, clip_norm = validation.step_arguments(
-        model, params, state, X, Y, optimizer, l2, clip_norm)
+        model, params, state, X, Y, optimizer, l2, clip_norm, lr)
     placement = model.placement
     xp = placement.xp
     with placement.quiet():

@@ -99,16 +99,18 @@ def slot_counts(optimizer: Any, n_params: int) -> list[int]:
 
 
 def step_arguments(model: Sequential, params: Any, state: Any, X: Any, Y: Any,
-                   optimizer: Any, l2: Any, clip_norm: Any
+                   optimizer: Any, l2: Any, clip_norm: Any, lr: Any = None
                    ) -> tuple[list[Array], dict[str, Any], Array, Array, float, float | None]:
     """``train_step``'s arguments, checked as ``Trainer`` checks its own: metadata only
     (types, lengths, shapes, dtypes), so that the checks hold for arrays that
     ``jax.jit`` is tracing and run once per compilation there. ``l2`` and ``clip_norm``
-    must be Python numbers (static under ``jax.jit``). Returns the params, state, X and
-    Y (torch tensors detached from any autograd graph), ``l2`` and ``clip_norm``.
+    must be Python numbers (static under ``jax.jit``). ``lr`` is None, a number or a 0-d
+    floating array (its value is not read: it may be traced). Returns the params, state,
+    X and Y (torch tensors detached from any autograd graph), ``l2`` and ``clip_norm``.
     ``optimizer`` is an Optimizer already (the caller checks its type)."""
     l2 = non_negative("l2", l2)
     clip_norm = positive("clip_norm", clip_norm, allow_none=True)
+    _step_rate(lr)
     detached = model.placement.detached
     params = [detached(p) for p in _step_params(model, params)]
     state = _step_state(model, optimizer, state, params)
@@ -124,6 +126,21 @@ def step_arguments(model: Sequential, params: Any, state: Any, X: Any, Y: Any,
                          f"got X {X.dtype} {tuple(X.shape)} and Y {Y.dtype} {tuple(Y.shape)}. "
                          "Place host data with model.placement.from_host")
     return params, state, detached(X), detached(Y), l2, clip_norm
+
+
+def _step_rate(lr: Any) -> None:
+    """A rate passed in: a number > 0 (inf allowed: a schedule that overflowed, which
+    the step reports as not finite), or a 0-d floating array."""
+    if lr is None:
+        return
+    if isinstance(lr, numbers.Real) and not isinstance(lr, bool):
+        if not float(lr) > 0:
+            raise ValueError(f"lr must be positive, got {lr!r}")
+        return
+    if (_backend.array_backend(lr) is None or tuple(lr.shape) != ()
+            or not np.issubdtype(np.dtype(_backend.dtype_name(lr.dtype)), np.floating)):
+        raise TypeError(f"lr must be a number or a 0-d floating array, got "
+                        f"{type(lr).__name__} {lr!r}"[:200])
 
 
 def _step_params(model: Sequential, params: Any) -> list[Array]:

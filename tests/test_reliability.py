@@ -323,6 +323,11 @@ def _step_args():
     ({"optimizer": "sgd"}, TypeError, "optimizer must be a portable_mlp Optimizer"),
     ({"state": {}}, TypeError, "state must be the optimizer's state"),
     ({"state": "adam"}, ValueError, r"must hold \[1, 1, 1, 1\] arrays per parameter"),
+    ({"lr": -0.1}, ValueError, "lr must be positive"),
+    ({"lr": np.nan}, ValueError, "lr must be positive"),
+    ({"lr": "fast"}, TypeError, "lr must be a number or a 0-d floating array"),
+    ({"lr": np.ones(3)}, TypeError, "lr must be a number or a 0-d floating array"),
+    ({"lr": np.asarray(1)}, TypeError, "lr must be a number or a 0-d floating array"),
 ])
 def test_train_step_refuses_bad_arguments(bad, error, fragment):
     model, opt, X, Y = _step_args()
@@ -330,15 +335,13 @@ def test_train_step_refuses_bad_arguments(bad, error, fragment):
     kept = _host(params)
     kwargs = {"model": model, "params": params, "state": state, "X": X, "Y": Y,
               "optimizer": opt}
+    made = {"list": lambda: X.tolist(), "shape": lambda: [params[0].T, *params[1:]],
+            "adam": lambda: pm.Adam().init_state(model.xp, model.params)}
     for key, value in bad.items():
-        if value == "list":
-            value = X.tolist()
-        elif key == "params" and value == 2:
+        if key == "params" and value == 2:
             value = params[:2]
-        elif value == "shape":
-            value = [params[0].T, *params[1:]]
-        elif value == "adam":
-            value = pm.Adam().init_state(model.xp, model.params)
+        elif isinstance(value, str) and value in made:  # not an array: == compares elementwise
+            value = made[value]()
         kwargs[key] = value
     with pytest.raises(error, match=fragment):
         pm.train_step(**kwargs)
