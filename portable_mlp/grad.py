@@ -44,11 +44,18 @@ def loss_grads_and_output(model: Sequential, params: list[Array], X: Array, Y: A
     out, backprops = model.forward(X, params)
     value, delta, n = output_loss(model, params, out, Y, loss_fn, l2, sample_weight)
     grads = model.backward(delta, backprops)
+    return value, add_l2_gradient(model, params, grads, n, l2), out
+
+
+def add_l2_gradient(model: Sequential, params: list[Array], grads: list[Array], n: Any,
+                    l2: float) -> list[Array]:
+    """``grads`` with the l2 term's gradient, ``(l2 / N) * W``, added to each weight
+    matrix's (in place where the backend allows)."""
     if l2:
         for i, decayed in enumerate(model.decayed):
             if decayed:
                 grads[i] += (l2 / n) * params[i]
-    return value, grads, out
+    return grads
 
 
 def output_loss(model: Sequential, params: list[Array], out: Array, Y: Array,

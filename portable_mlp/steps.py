@@ -259,14 +259,22 @@ def gradients(model: Sequential, params: list[Array], X: Array, Y: Array, loss_f
     Only clipping needs the gradients' norm: without it, a non-finite gradient shows
     in the updated parameters or slots, which every caller checks."""
     loss, grads, out = grad.loss_grads_and_output(model, params, X, Y, loss_fn, l2, w)
+    grads, norm_ok = clipped(model.placement, grads, clip_norm)
+    return loss, grads, norm_ok, out
+
+
+def clipped(placement: _backend.Placement, grads: list[Array], clip_norm: float | None
+            ) -> tuple[list[Array], Any]:
+    """``grads`` scaled so that their global norm is at most ``clip_norm`` (None: as
+    they are), and whether that norm is finite (True without ``clip_norm``)."""
     if clip_norm is None:
-        return loss, grads, True, out
-    xp, square_sum = model.xp, model.placement.ops.sum_of_squares
+        return grads, True
+    xp, square_sum = placement.xp, placement.ops.sum_of_squares
     sq_norm = 0.0
     for g in grads:
         sq_norm = sq_norm + square_sum(g)
     scale = xp.minimum(clip_norm / (xp.sqrt(sq_norm) + 1e-12), 1.0)
-    return loss, [g * scale for g in grads], xp.isfinite(sq_norm), out
+    return [g * scale for g in grads], xp.isfinite(sq_norm)
 
 
 def _update_where(ok: Array, placement: _backend.Placement, optimizer: optim.Optimizer,

@@ -287,7 +287,7 @@ class Trainer:
         losses.check_targets(self.loss, model.xp, Yd)
         if epoch_loss not in ("evaluate", "steps"):
             raise ValueError(f"epoch_loss must be 'steps' or 'evaluate', got {epoch_loss!r}")
-        val = self._validation_data(validation_data)
+        val = validation_pair(model, validation_data)
         cbs = as_callbacks(callbacks)
         rng = np.random.default_rng(validation.check_seed(seed))
         history: dict[str, list[float]] = {"loss": [], "accuracy": []}
@@ -319,16 +319,6 @@ class Trainer:
         if self._interrupted:
             raise TrainingInterrupted(self.steps, history)
         return history
-
-    def _validation_data(self, validation_data: Any) -> tuple[Array, Array] | None:
-        if validation_data is None:
-            return None
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise TypeError("validation_data must be a pair (X_val, Y_val), got "
-                            f"{type(validation_data).__name__}")
-        Xv = validation.features(self.model, validation_data[0], "validation X", True)
-        return Xv, validation.targets(self.model, validation_data[1], Xv.shape[0],
-                                      "validation Y", True)
 
     def _epochs(self, run_epoch: Callable[[], dict[str, float] | None], epochs: int,
                 cbs: list[Any], history: dict[str, list[float]], bar: Silent,
@@ -452,6 +442,17 @@ class Trainer:
         loss, accuracy = self._function(steps.evaluation)(self.model.params, X, Y, w)
         loss, accuracy = self.model.placement.read_scalars([loss, accuracy])
         return {"loss": loss, "accuracy": accuracy}
+
+
+def validation_pair(model: Sequential, validation_data: Any) -> tuple[Array, Array] | None:
+    """``fit``'s ``validation_data`` checked and placed on ``model`` (None: none)."""
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise TypeError("validation_data must be a pair (X_val, Y_val), got "
+                        f"{type(validation_data).__name__}")
+    Xv = validation.features(model, validation_data[0], "validation X", True)
+    return Xv, validation.targets(model, validation_data[1], Xv.shape[0], "validation Y", True)
 
 
 def _check_compile(model: Sequential, compile: Any) -> bool:

@@ -1,0 +1,360 @@
+"""SPMD data-parallel training on Dask workers: ``fit_spmd``.
+
+Every worker that holds rows of the data runs one long-lived task (a rank,
+``portable_mlp.spmd_rank``) that trains a replica of the model on its own rows; the
+ranks sum their gradients with one allreduce per step (``portable_mlp.collective``:
+``torch.distributed``, gloo on CPU). The scheduler sees one task per worker for the
+whole fit, where ``fit`` on dask arrays builds a graph per step. The design, and when
+to use which, are in docs/distributed.md.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from portable_mlp import collective, losses, spmd_rank, validation
+from portable_mlp._backend import WorkerLostError
+from portable_mlp.callback_base import as_callbacks
+from portable_mlp.checkpoint import check_target, load_optimizer, save
+from portable_mlp.progress import check_verbose, progress_report
+from portable_mlp.train import DivergenceError, Trainer, validation_pair
+
+if TYPE_CHECKING:
+    from portable_mlp.model import Sequential
+
+RANK_BACKENDS = ("numpy", "torch", "cupy")  # arrays a collective can sum in place
+POLL = 0.02  # seconds between the client's looks at the ranks while it waits
+
+
+def fit_spmd(model: Sequential, X: Any, Y: Any, *, client: Any = None, backend: str = "numpy",
+             device: Any = None, collective_name: str = "gloo", loss: str = "mse",
+             optimizer: Any = "sgd", l2: float = 0.0, clip_norm: float | None = None,
+             epochs: int = 1, batch_size: int | None = None, shuffle: bool = True,
+             seed: int = 0, sample_weight: Any = None,
+             validation_data: tuple[Any, Any] | None = None, callbacks: Iterable[Any] = (),
+             checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
+             resume: str | os.PathLike[str] | None = None, timeout: float = 60.0,
+             progress: bool = True, verbose: int = 0) -> dict[str, list[float]]:
+    """Train ``model`` on dask arrays (or DataFrames) chunked by rows, one rank per worker
+    that holds rows; return the per-epoch history, as ``Trainer.fit`` does.
+
+    Each rank trains on ``backend`` (numpy, torch or cupy; ``device`` per worker) and
+    the ranks sum their gradients with ``collective_name`` ("gloo" on CPU, "nccl" on
+    CUDA GPUs). ``batch_size`` is global: every step trains on ``batch_size`` rows
+    across the ranks, each rank taking its share in proportion to its rows, and an
+    epoch has ``ceil(n / batch_size)`` steps on every rank. None: the full batch, one
+    step an epoch (the same rows, and the same float64 trajectory, as ``fit`` in one
+    process). Each rank shuffles its own rows from ``(seed, epoch, rank)``.
+
+    The history and ``callbacks`` are those of ``Trainer.fit``: rank 0 reports each
+    epoch to this process, where the callbacks run (they see a ``Trainer`` holding the
+    model after that epoch) and may stop the fit. ``checkpoint`` is written here (with
+    ``pm.save``, atomically) every ``checkpoint_every`` epochs; ``resume`` continues
+    from such a file, at the epoch its step count falls in, up to ``epochs``.
+
+    The parameters (and the optimizer's state) come back into ``model`` on its own
+    backend. A worker that dies raises ``WorkerLostError`` naming the last checkpoint;
+    a rank that raises stops every rank with its error; no collective waits longer than
+    ``timeout`` seconds. One SPMD fit at a time per worker (a process group is global
+    to its process).
+    """
+    import distributed
+
+    trainer = Trainer(model, loss=loss, optimizer=optimizer, l2=l2, clip_norm=clip_norm)
+    settings = _Settings.check(backend, collective_name, epochs, batch_size, seed, timeout,
+                               checkpoint, checkpoint_every, verbose)
+    cbs = as_callbacks(callbacks)
+    client = client if client is not None else distributed.default_client()
+    data, n = _stacked_data(client, model, loss, X, Y, sample_weight)
+    parts = rank_parts(client, data)
+    steps_per_epoch = 1 if batch_size is None else -(-n // batch_size)
+    first = _resume(trainer, resume, steps_per_epoch) if resume is not None else 0
+    val = _host_validation(model, validation_data)
+    trainer.log_keys = ("loss", "accuracy", *(("val_loss", "val_accuracy") if val else ()))
+    trainer.steps = first * steps_per_epoch if resume is not None else 0
+    job = spmd_rank.Job(
+        model=model.to("numpy", dtype=model.placement.dtype), backend=backend, device=device, loss=loss,
+        optimizer=trainer.optimizer, l2=trainer.l2, clip_norm=trainer.clip_norm,
+        epochs=range(first, epochs), steps_per_epoch=steps_per_epoch, shuffle=bool(shuffle),
+        seed=seed, collective=collective_name, timeout=settings.timeout,
+        name=f"portable-mlp-spmd-{uuid.uuid4().hex}",
+        state_every=1 if cbs else (checkpoint_every if checkpoint is not None else 0),
+        wait_for_client=bool(cbs), validation=val)
+    for cb in cbs:
+        cb.on_train_begin(trainer)
+    history: dict[str, list[float]] = {key: [] for key in trainer.log_keys}
+    if not job.epochs:
+        return history
+    follower = _Follower(trainer, cbs, history, settings.checkpoint, checkpoint_every)
+    bar = progress_report(len(job.epochs), progress, verbose)
+    try:
+        with _running(client, job, parts) as ranks:
+            while (report := ranks.next_report()) is not None:
+                bar.update(report["logs"])
+                ranks.reply(follower.epoch_end(report))
+            results = ranks.results()
+    except WorkerLostError as exc:
+        raise WorkerLostError(f"{exc}. {follower.resume_hint()}") from exc
+    finally:
+        bar.close()
+    follower.train_end(_same_replicas(results))
+    return history
+
+
+class _Settings:
+    """The plain arguments of ``fit_spmd``, checked before anything runs."""
+
+    def __init__(self, timeout: float, checkpoint: str | None) -> None:
+        self.timeout, self.checkpoint = timeout, checkpoint
+
+    @classmethod
+    def check(cls, backend: str, collective_name: str, epochs: int, batch_size: int | None,
+              seed: int, timeout: float, checkpoint: Any, checkpoint_every: int,
+              verbose: int) -> _Settings:
+        if backend not in RANK_BACKENDS:
+            raise ValueError(f"SPMD ranks train on one of {', '.join(RANK_BACKENDS)} (arrays "
+                             f"a collective sums in place), got backend={backend!r}")
+        collective.check_name(collective_name)
+        validation.positive("epochs", epochs, integer=True)
+        validation.positive("batch_size", batch_size, integer=True, allow_none=True)
+        validation.positive("checkpoint_every", checkpoint_every, integer=True)
+        if validation.check_seed(seed) is None:
+            raise ValueError("fit_spmd needs an integer seed: every rank draws its batches "
+                             "from (seed, epoch, rank)")
+        check_verbose(verbose)
+        path = None if checkpoint is None else check_target(checkpoint)
+        return cls(validation.positive("timeout", timeout), path)
+
+
+def _stacked_data(client: Any, model: Sequential, loss: str, X: Any, Y: Any,
+                  sample_weight: Any) -> tuple[Any, int]:
+    """``[X | Y | w]`` as one persisted dask array in X's row blocks (checked as ``fit``
+    checks its data), so that each block of rows lives whole on one worker; and n."""
+    import dask
+    import dask.array as da
+    import distributed
+
+    twin = model.to("dask", dtype=model.placement.dtype)
+    with client.as_current():
+        Xd = validation.features(twin, X, check_values=True)
+        Yd = validation.targets(twin, Y, Xd.shape[0], check_values=True)
+        wd = validation.sample_weights(twin, sample_weight, Xd.shape[0])
+        Xd, Yd, wd = twin.placement.persist_rows(Xd, Yd, wd)
+        assert Xd is not None and Yd is not None  # persist_rows hands back what it took
+        losses.check_targets(loss, twin.xp, Yd)
+        columns = [Xd, Yd] if wd is None else [Xd, Yd, wd[:, None]]
+        stacked = da.concatenate(columns, axis=1).rechunk({1: -1})
+        (stacked,) = dask.persist(stacked)
+        distributed.wait(distributed.futures_of(stacked))
+    return stacked, int(Xd.shape[0])
+
+
+def rank_parts(client: Any, data: Any) -> list[tuple[str, list[Any]]]:
+    """``(worker address, its row blocks' futures)`` per rank, in block order.
+
+    Blocks stay where they are (``client.who_has``); a block held by several workers
+    (replicas) goes to the holder with the fewest rows so far, so that ranks balance."""
+    from distributed import futures_of
+
+    futures = {f.key: f for f in futures_of(data)}
+    keys = [row[0] for row in data.__dask_keys__()]  # one block of columns
+    who_has = client.who_has(list(futures.values()))
+    rows: dict[str, int] = {}
+    blocks: dict[str, list[Any]] = {}
+    for key, length in zip(keys, data.chunks[0]):
+        holders = sorted(who_has[key])
+        if not holders:
+            raise WorkerLostError(f"no worker holds row block {key!r} of the data")
+        holder = min(holders, key=lambda a: rows.get(a, 0))
+        rows[holder] = rows.get(holder, 0) + length
+        blocks.setdefault(holder, []).append(futures[key])
+    return sorted(blocks.items())
+
+
+def _resume(trainer: Trainer, path: Any, steps_per_epoch: int) -> int:
+    """Load the checkpoint at ``path`` into the trainer's model and optimizer; the
+    epoch it continues from."""
+    from portable_mlp.checkpoint import load
+
+    saved = load(path, dtype=trainer.model.placement.dtype)
+    trainer.model.load_params(saved.host_params())
+    load_optimizer(path, trainer.model, trainer.optimizer)
+    return int(trainer.optimizer.state["step"]) // steps_per_epoch  # type: ignore[index]
+
+
+def _host_validation(model: Sequential, validation_data: Any
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+    if validation_data is None:
+        return None
+    pair = validation_pair(model.to("numpy", dtype=model.placement.dtype), validation_data)
+    assert pair is not None
+    return np.asarray(pair[0]), np.asarray(pair[1])
+
+
+class _Ranks:
+    """The running ranks of one fit: their futures and this fit's channels."""
+
+    def __init__(self, client: Any, job: spmd_rank.Job,
+                 parts: list[tuple[str, list[Any]]]) -> None:
+        import distributed
+
+        self.client, self.job = client, job
+        self.addresses = [address for address, _ in parts]
+        self._pending: list[dict[str, Any]] = []
+        self.reports = distributed.Queue(f"{job.name}-reports", client=client)
+        self.verdicts = distributed.Queue(f"{job.name}-verdicts", client=client)
+        self.stop_event = distributed.Event(f"{job.name}-stop", client=client)
+        self.rendezvous = distributed.Variable(f"{job.name}-rendezvous", client=client)
+        self.futures = [
+            client.submit(spmd_rank.run_rank, job, rank, len(parts), blocks,
+                          workers=[address], allow_other_workers=False, pure=False,
+                          key=f"{job.name}-rank-{rank}")
+            for rank, (address, blocks) in enumerate(parts)]
+
+    def next_report(self) -> dict[str, Any] | None:
+        """Rank 0's next epoch report, or None once every rank has ended; raises the
+        ranks' error (a lost worker as ``WorkerLostError``)."""
+        while not self._pending:
+            # batch=True returns what is there at once: a get with a timeout would log
+            # an error on the scheduler at each timeout
+            self._pending.extend(self.reports.get(batch=True))
+            if self._pending:
+                break
+            if all(f.status == "finished" for f in self.futures):
+                return None
+            self._raise_failure()
+            time.sleep(POLL)
+        return self._pending.pop(0)
+
+    def _raise_failure(self) -> None:
+        """Raise what went wrong, if anything has: a rank's own error first, then a lost
+        worker or a failed collective (which another rank's death causes)."""
+        errors = [f.exception() for f in self.futures if f.status == "error"]
+        own = [e for e in errors if not isinstance(e, collective.CollectiveError)]
+        if own:
+            raise own[0]
+        lost = [a for a in self.addresses if a not in self.client.nthreads()]
+        if lost or errors:
+            what = f"worker {', '.join(lost)}" if lost else "a rank"
+            raise WorkerLostError(f"the SPMD fit lost {what} ("
+                                  f"{errors[0] if errors else 'its task is gone'})")
+
+    def reply(self, stop: bool) -> None:
+        """Tell rank 0 whether to go on, where it waits for the callbacks' verdict."""
+        if self.job.wait_for_client:
+            self.verdicts.put("stop" if stop else "go")
+
+    def results(self) -> list[dict[str, Any]]:
+        return [f.result() for f in self.futures]
+
+    def close(self) -> None:
+        """Stop the ranks (those still running end within a second), then forget them
+        and this fit's channels."""
+        import distributed
+
+        self.stop_event.set()
+        self.verdicts.put("stop")  # to a rank 0 that waits for the callbacks' verdict
+        with suppress(distributed.TimeoutError):
+            distributed.wait(self.futures, timeout=self.job.timeout)
+        self.client.cancel(self.futures, force=True)  # a lost worker's rank waits for good
+        for queue in (self.reports, self.verdicts):
+            queue.close()
+        self.rendezvous.delete()
+
+
+@contextmanager
+def _running(client: Any, job: spmd_rank.Job, parts: list[tuple[str, list[Any]]]
+             ) -> Iterator[_Ranks]:
+    """The ranks of ``job`` running; stopped and forgotten on the way out, however it
+    is left (the end, an error, Ctrl-C)."""
+    ranks = _Ranks(client, job, parts)
+    try:
+        yield ranks
+    finally:
+        ranks.close()
+
+
+class _Follower:
+    """The client's side of each epoch: the history, the model and optimizer as rank 0
+    reports them, the checkpoint and the callbacks."""
+
+    def __init__(self, trainer: Trainer, cbs: list[Any], history: dict[str, list[float]],
+                 checkpoint: str | None, every: int) -> None:
+        self.trainer, self.cbs, self.history = trainer, cbs, history
+        self.checkpoint, self.every = checkpoint, every
+        self.saved_epoch: int | None = None
+
+    def epoch_end(self, report: dict[str, Any]) -> bool:
+        """Take one epoch's report; whether a callback asked to stop."""
+        trainer, epoch, logs = self.trainer, report["epoch"], report["logs"]
+        trainer.steps = report["steps"]
+        bad = [key for key, value in logs.items() if not math.isfinite(value)]
+        if bad:
+            raise DivergenceError(trainer.steps, None, self.history, detail=(
+                f"epoch {epoch + 1} logged non-finite {', '.join(bad)}"))
+        for key, value in logs.items():
+            self.history[key].append(value)
+        if report["state"] is not None:
+            self._load(report["state"])
+            if self.checkpoint is not None and (epoch + 1) % self.every == 0:
+                save(trainer.model, self.checkpoint, trainer.optimizer)
+                self.saved_epoch = epoch
+        for cb in self.cbs:
+            cb.on_epoch_end(trainer, epoch, logs)
+        return trainer.stop_training
+
+    def _load(self, state: dict[str, Any]) -> None:
+        """Rank 0's parameters and optimizer state into the model, on its own backend."""
+        model = self.trainer.model
+        model.load_params(state["params"])
+        place = model.placement
+        self.trainer.optimizer.state = {
+            "step": state["step"],
+            "slots": [[place.from_host(s) for s in ss] for ss in state["slots"]]}
+
+    def train_end(self, final: dict[str, Any]) -> None:
+        """The final state into the model (the last finite one after a divergence),
+        the last checkpoint, and the callbacks' ``on_train_end``."""
+        self._load(final)
+        self.trainer.steps = final["step"]
+        error = final["error"]
+        if error is not None:
+            error.history = self.history
+            raise error
+        if self.checkpoint is not None:
+            save(self.trainer.model, self.checkpoint, self.trainer.optimizer)
+        for cb in self.cbs:
+            cb.on_train_end(self.trainer)
+
+    def resume_hint(self) -> str:
+        if self.checkpoint is None:
+            return ("No checkpoint was written (pass checkpoint=path to write one every "
+                    "checkpoint_every epochs)")
+        if self.saved_epoch is None:
+            return f"No epoch ended before the failure: {self.checkpoint!r} was not written"
+        return (f"The last checkpoint, {self.checkpoint!r}, holds epoch "
+                f"{self.saved_epoch + 1}: continue with fit_spmd(..., resume="
+                f"{self.checkpoint!r})")
+
+
+def _same_replicas(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rank 0's final state, after checking that every rank holds the same parameters
+    and optimizer state, bit for bit (they apply the same summed update)."""
+    first = results[0]
+    flat = [*first["params"], *(s for ss in first["slots"] for s in ss)]
+    for rank, other in enumerate(results[1:], start=1):
+        theirs = [*other["params"], *(s for ss in other["slots"] for s in ss)]
+        if other["step"] != first["step"] or not all(
+                np.array_equal(a, b) for a, b in zip(flat, theirs)):
+            raise RuntimeError(f"rank {rank}'s replica differs from rank 0's after the fit "
+                               f"(step {other['step']} against {first['step']}): the ranks "
+                               "did not apply the same updates")
+    return first

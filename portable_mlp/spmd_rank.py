@@ -1,0 +1,276 @@
+"""One rank of SPMD training: the loop each Dask worker runs on its own rows.
+
+``run_rank`` is the long-lived task that ``portable_mlp.distributed.fit_spmd`` pins to a
+worker. It trains a replica of the model with the same pieces as ``Trainer`` (the
+forward and backward pass, the optimizers and their schedules, l2, clipping, sample
+weights) on its own backend, and talks to the other ranks once per step: one
+allreduce of one flat buffer holding
+
+    [every gradient x n_r, the loss x n_r, n_r, the hits, stop]
+
+where ``n_r`` is what the rank's batch weighs (its rows, or their sample weights). The
+sum, divided by the global weight, is the gradient of the global batch, so every rank
+applies the same update and the replicas stay equal with no broadcast. The l2 term and
+clipping apply to the summed gradient, once. A non-finite value on any rank makes the
+sum non-finite (IEEE: NaN or inf plus anything finite is not finite), so every rank
+sees a divergence at the same step. ``stop`` is rank 0's: the client asked the fit to
+end (a callback, Ctrl-C, an error), and every rank ends before applying that step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from portable_mlp import _backend, collective, grad, optim, steps
+from portable_mlp.train import DivergenceError
+
+if TYPE_CHECKING:
+    from portable_mlp.model import Sequential
+
+Array = Any
+POLL_SECONDS = 1.0  # how often rank 0 asks whether the client wants the fit stopped
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every rank runs, sent once to each."""
+
+    model: Sequential           # the starting parameters, on the host
+    backend: str                # the backend each rank trains on
+    device: Any
+    loss: str
+    optimizer: optim.Optimizer  # with its state when the fit continues one
+    l2: float
+    clip_norm: float | None
+    epochs: range               # the epochs to run (a resumed fit starts later)
+    steps_per_epoch: int
+    shuffle: bool
+    seed: int
+    collective: str
+    timeout: float
+    name: str                   # this fit's id: it names its Variable, Queue and Event
+    state_every: int            # send the parameters every k epochs (0: only at the end)
+    wait_for_client: bool       # callbacks may stop the fit after each epoch
+    validation: tuple[np.ndarray, np.ndarray] | None
+
+
+def local_batches(n: int, steps_per_epoch: int, shuffle: bool, seed: int, epoch: int,
+                  rank: int) -> list[np.ndarray] | None:
+    """The rows of each of this rank's batches in ``epoch`` (None: all rows, in order).
+
+    A rank takes ``ceil(n / steps_per_epoch)`` rows a step, so that every rank takes
+    the same number of steps and its share of a global batch follows its share of the
+    rows; a rank out of rows takes an empty batch (it weighs 0 in the sum). The order
+    is drawn from ``(seed, epoch, rank)``: any rank's batches can be drawn anywhere.
+    """
+    if steps_per_epoch == 1:
+        return None
+    size = -(-n // steps_per_epoch)
+    rng = np.random.default_rng((seed, epoch, rank))
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    return [order[k * size:(k + 1) * size] for k in range(steps_per_epoch)]
+
+
+class _Replica:
+    """A rank's model, optimizer state and rows, and its step."""
+
+    def __init__(self, job: Job, X: np.ndarray, Y: np.ndarray, w: np.ndarray | None,
+                 comm: collective.Collective) -> None:
+        self.job, self.comm = job, comm
+        self.model = model = job.model.to(job.backend, job.device, job.model.placement.dtype)
+        place = self.placement = model.placement
+        self.X, self.Y = place.from_host(X), place.from_host(Y)
+        self.labels = model.classes_of(self.Y)
+        self.w_host = w
+        self.w = None if w is None else place.from_host(w)
+        self.loss_fn = grad.check_loss(model, job.loss)
+        self.optimizer = job.optimizer
+        state = self.optimizer.state
+        if state is not None:  # continuing a fit: its slots on this rank's backend
+            state = {"step": state["step"],
+                     "slots": [[place.from_host(_backend.to_host(s)) for s in ss]
+                               for ss in state["slots"]]}
+            self.optimizer.state = state
+        self.state = self.optimizer.ensure_state(place.xp, model.params)
+        self.sizes = [math.prod(p.shape) for p in model.params]
+        self.n_grads = sum(self.sizes)
+        self.stop_requested = False
+        self.last_loss: float | None = None
+
+    def step(self, rows: np.ndarray | None) -> tuple[float, float, float] | None:
+        """One global step on this rank's ``rows`` (None: all); returns the global
+        loss, hits and weight of the batch, or None when the client asked to stop."""
+        total = self._summed(rows)
+        loss_sum, weight, hits, stop = (float(v) for v in _backend.to_host(
+            total[self.n_grads:]))
+        if stop:
+            return None
+        if weight == 0.0:  # every rank's batch weighed 0: no step, as in Trainer.fit
+            return 0.0, 0.0, 0.0
+        self._apply(total, loss_sum, weight)
+        return self.last_loss * weight, hits, weight  # type: ignore[operator]
+
+    def _summed(self, rows: np.ndarray | None) -> Array:
+        """The flat buffer of this rank's weighted gradients and scalars, summed over
+        the ranks (in place)."""
+        place = self.placement
+        xp = place.xp
+        stop = 1.0 if self.stop_requested else 0.0
+        weight = self._weight(rows)
+        if weight == 0.0:  # nothing to add but the stop flag
+            buffer = xp.concat([
+                xp.zeros(self.n_grads + 3, dtype=place.dtype_obj, device=place.device_obj),
+                xp.asarray([stop], dtype=place.dtype_obj, device=place.device_obj)])
+        else:
+            X, Y, labels, w = self._rows(rows)
+            loss, grads, out = grad.loss_grads_and_output(self.model, self.model.params, X, Y,
+                                                          self.loss_fn, 0.0, w)
+            hits = steps.weighted_hits(self.model, out, labels, w)
+            tail = xp.stack([loss * weight, xp.asarray(weight, dtype=loss.dtype,
+                                                       device=place.device_obj),
+                             hits, xp.asarray(stop, dtype=loss.dtype, device=place.device_obj)])
+            buffer = xp.concat([*(xp.reshape(g, (-1,)) * weight for g in grads), tail])
+        self.comm.allreduce_sum(buffer)
+        return buffer
+
+    def _weight(self, rows: np.ndarray | None) -> float:
+        """What this rank's batch weighs: its rows, or their summed sample weights."""
+        if self.w_host is None:
+            return float(self.X.shape[0] if rows is None else rows.shape[0])
+        picked = self.w_host if rows is None else self.w_host[rows]
+        return float(np.sum(picked, dtype=np.float64))
+
+    def _rows(self, rows: np.ndarray | None) -> tuple[Array, Array, Array, Array | None]:
+        arrays = (self.X, self.Y, self.labels, self.w)
+        if rows is None:
+            return arrays
+        index = self.placement.indices(rows)
+        xp = self.placement.xp
+        return tuple(None if a is None else xp.take(a, index, axis=0)  # type: ignore[return-value]
+                     for a in arrays)
+
+    def _apply(self, total: Array, loss_sum: float, weight: float) -> None:
+        """The global batch's gradient from the summed buffer, l2 and clipping, and the
+        optimizer's update; DivergenceError (on every rank alike) if any is not finite."""
+        model, xp, job = self.model, self.placement.xp, self.job
+        params = model.params
+        grads, start = [], 0
+        for p, size in zip(params, self.sizes):
+            grads.append(xp.reshape(total[start:start + size], p.shape) / weight)
+            start += size
+        grads = grad.add_l2_gradient(model, params, grads, weight, job.l2)
+        loss = loss_sum / weight + float(grad.l2_penalty(model, params, weight, job.l2))
+        grads, norm_ok = steps.clipped(self.placement, grads, job.clip_norm)
+        step = self.state["step"] + 1
+        if not (math.isfinite(loss) and bool(norm_ok)):
+            raise DivergenceError(step, self.last_loss)
+        new_params, state = self.optimizer.update(xp, params, grads, self.state)
+        if not steps.all_finite_on_host(self.placement, new_params, state["slots"]):
+            raise DivergenceError(step, self.last_loss)
+        model.params, self.state = new_params, state
+        self.optimizer.state = state
+        self.last_loss = loss
+
+    def host_state(self) -> dict[str, Any]:
+        """The parameters and the optimizer's state, on the host."""
+        return {"params": self.model.host_params(), "step": self.state["step"],
+                "slots": [[_backend.to_host(s) for s in ss] for ss in self.state["slots"]]}
+
+    def evaluate(self) -> dict[str, float]:
+        """The validation loss and accuracy of the replica (rank 0's logs)."""
+        if self.job.validation is None:
+            return {}
+        place = self.placement
+        Xv, Yv = (place.from_host(a) for a in self.job.validation)
+        settings = steps.Settings(self.model, self.optimizer, self.loss_fn, self.job.l2, None)
+        loss, accuracy = place.read_scalars(list(steps.evaluation(
+            settings, self.model.params, Xv, Yv, None)))
+        return {"val_loss": loss, "val_accuracy": accuracy}
+
+
+class _Client:
+    """Rank 0's line to the client: epoch reports out, stop requests in."""
+
+    def __init__(self, name: str, timeout: float) -> None:
+        import distributed
+
+        self.reports = distributed.Queue(f"{name}-reports")
+        self.verdicts = distributed.Queue(f"{name}-verdicts")
+        self.stop_event = distributed.Event(f"{name}-stop")
+        self.timeout = timeout
+        self._next_poll = time.monotonic() + POLL_SECONDS
+
+    def wants_stop(self) -> bool:
+        """Whether the client set the stop event (asked at most every POLL_SECONDS)."""
+        now = time.monotonic()
+        if now < self._next_poll:
+            return False
+        self._next_poll = now + POLL_SECONDS
+        return bool(self.stop_event.is_set())
+
+    def report(self, message: dict[str, Any], wait: bool) -> bool:
+        """Send an epoch's report; with ``wait``, return whether the client (its
+        callbacks) said to stop."""
+        self.reports.put(message)
+        if not wait:
+            return False
+        return self.verdicts.get(timeout=self.timeout) == "stop"
+
+
+def run_epochs(job: Job, rank: int, replica: _Replica, client: _Client | None
+               ) -> dict[str, Any]:
+    """The epochs of ``job`` on this rank; the final state (and why it ended)."""
+    n = int(replica.X.shape[0])
+    for epoch in job.epochs:
+        loss_sum = hit_sum = seen = 0.0
+        batches = local_batches(n, job.steps_per_epoch, job.shuffle, job.seed, epoch, rank)
+        for rows in batches if batches is not None else [None]:
+            if client is not None and client.wants_stop():
+                replica.stop_requested = True
+            try:
+                summed = replica.step(rows)
+            except DivergenceError as exc:
+                return {**replica.host_state(), "error": exc}
+            if summed is None:
+                return {**replica.host_state(), "error": None, "stopped": True}
+            loss_sum, hit_sum, seen = (loss_sum + summed[0], hit_sum + summed[1],
+                                       seen + summed[2])
+        if client is not None:
+            logs = {"loss": loss_sum / seen, "accuracy": hit_sum / seen, **replica.evaluate()}
+            send = job.state_every and (epoch + 1) % job.state_every == 0
+            message = {"epoch": epoch, "logs": logs, "steps": replica.state["step"],
+                       "state": replica.host_state() if send else None}
+            last = epoch == job.epochs[-1]
+            replica.stop_requested = client.report(message, job.wait_for_client and not last)
+    return {**replica.host_state(), "error": None}
+
+
+def run_rank(job: Job, rank: int, world: int, blocks: list[np.ndarray]) -> dict[str, Any]:
+    """The task pinned to one worker: join the collective, train, leave.
+
+    ``blocks`` are this worker's own row blocks of ``[X | Y | w]`` (Dask passes the
+    data of the futures the worker holds: no row crosses the network)."""
+    import distributed
+    from threadpoolctl import threadpool_limits
+
+    worker = distributed.get_worker()
+    data = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=0)
+    del blocks
+    f, o = job.model.n_features, job.model.n_outputs
+    X, Y = data[:, :f], data[:, f:f + o]  # views: BLAS takes strided rows as they are
+    w = data[:, f + o] if data.shape[1] > f + o else None
+    with threadpool_limits(limits=worker.state.nthreads):
+        comm = collective.connect(job.collective, rank, world,
+                                  distributed.Variable(f"{job.name}-rendezvous"),
+                                  distributed.comm.get_address_host(worker.address), job.timeout)
+        try:
+            replica = _Replica(job, X, Y, w, comm)
+            client = _Client(job.name, job.timeout) if rank == 0 else None
+            return run_epochs(job, rank, replica, client)
+        finally:
+            comm.close()
