@@ -18,7 +18,7 @@ nox.options.default_venv_backend = "venv"
 
 CPU_BACKENDS = ["numpy", "array_api_strict", "torch", "jax", "dask"]
 EXTRAS = {"numpy": "test", "array_api_strict": "test", "torch": "test", "jax": "test,jax",
-          "dask": "test,dask", "cupy": "test,cuda13"}
+          "dask": "test,spmd", "cupy": "test,cuda13"}
 
 
 def torch_requirement() -> str:
@@ -29,7 +29,7 @@ def torch_requirement() -> str:
 
 
 def install(session: nox.Session, backend: str) -> None:
-    if backend == "torch":
+    if backend in ("torch", "dask"):  # dask: SPMD training sums gradients with torch.distributed
         session.install(torch_requirement())
     session.install("-e", f".[{EXTRAS[backend]}]")
 

@@ -140,7 +140,6 @@ def _stacked_data(client: Any, model: Sequential, loss: str, X: Any, Y: Any,
     checks its data), so that each block of rows lives whole on one worker; and n."""
     import dask
     import dask.array as da
-    import distributed
 
     twin = model.to("dask", dtype=model.placement.dtype)
     with client.as_current():
@@ -153,7 +152,6 @@ def _stacked_data(client: Any, model: Sequential, loss: str, X: Any, Y: Any,
         columns = [Xd, Yd] if wd is None else [Xd, Yd, wd[:, None]]
         stacked = da.concatenate(columns, axis=1).rechunk({1: -1})
         (stacked,) = dask.persist(stacked)
-        distributed.wait(distributed.futures_of(stacked))
     return stacked, int(Xd.shape[0])
 
 
@@ -162,9 +160,10 @@ def rank_parts(client: Any, data: Any) -> list[tuple[str, list[Any]]]:
 
     Blocks stay where they are (``client.who_has``); a block held by several workers
     (replicas) goes to the holder with the fewest rows so far, so that ranks balance."""
-    from distributed import futures_of
+    from distributed import futures_of, wait
 
     futures = {f.key: f for f in futures_of(data)}
+    wait(list(futures.values()))  # computed: then each block has its holders
     keys = [row[0] for row in data.__dask_keys__()]  # one block of columns
     who_has = client.who_has(list(futures.values()))
     rows: dict[str, int] = {}
@@ -262,9 +261,11 @@ class _Ranks:
 
         self.stop_event.set()
         self.verdicts.put("stop")  # to a rank 0 that waits for the callbacks' verdict
+        alive = self.client.nthreads()  # a lost worker's rank would wait for good
+        running = [f for f, a in zip(self.futures, self.addresses) if a in alive]
         with suppress(distributed.TimeoutError):
-            distributed.wait(self.futures, timeout=self.job.timeout)
-        self.client.cancel(self.futures, force=True)  # a lost worker's rank waits for good
+            distributed.wait(running, timeout=self.job.timeout)
+        self.client.cancel(self.futures, force=True)
         for queue in (self.reports, self.verdicts):
             queue.close()
         self.rendezvous.delete()

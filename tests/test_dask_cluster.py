@@ -8,10 +8,7 @@ warnings into errors) with its threshold lowered to 1 MB, below the size of the 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import threading
 import time
 from collections.abc import Iterator
 
@@ -30,41 +27,21 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 psutil = pytest.importorskip("psutil")
 
+from cluster_helpers import KillAfter, fit_in_thread, local_cluster  # noqa: E402
+
 N, FEATURES, CHUNKS = 16_000, 16, 4   # 2 MB of float64 features: above the 1 MB threshold
-HANG = 120  # seconds: a fit that takes longer after a worker is killed is taken as hung
-
-
-@contextlib.contextmanager
-def _cluster() -> Iterator[distributed.Client]:
-    """A 2-process LocalCluster and its client; always closed, no process left behind."""
-    import dask
-
-    ours = psutil.Process()
-    before = {p.pid for p in ours.children(recursive=True)}
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=":0")  # any free port: no clash
-    try:
-        with distributed.Client(cluster) as client, dask.config.set(
-                {"distributed.admin.large-graph-warning-threshold": "1MB"}):
-            yield client
-    finally:
-        cluster.close()
-        left = [p for p in ours.children(recursive=True) if p.pid not in before
-                and "resource_tracker" not in " ".join(p.cmdline())]  # multiprocessing's own
-        _, alive = psutil.wait_procs(left, timeout=20)
-        assert not alive, f"processes left behind by the cluster: {alive}"
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[distributed.Client]:
-    with _cluster() as c:
+    with local_cluster() as c:
         yield c
 
 
 @pytest.fixture
 def own_client() -> Iterator[distributed.Client]:
     """A cluster of its own, for a test that kills one of its workers."""
-    with _cluster() as c:
+    with local_cluster() as c:
         yield c
 
 
@@ -141,38 +118,6 @@ def test_scheduler_state_stays_bounded(client):
     assert counts[220] <= 1.2 * counts[20], f"scheduler tasks after 20 and 220 steps: {counts}"
 
 
-class _KillAfter(pm.Callback):
-    """Kills a worker process (SIGKILL: no goodbye to the scheduler) at an epoch's end."""
-
-    def __init__(self, client: distributed.Client, epoch: int, pick) -> None:
-        self.client, self.epoch, self.pick, self.killed = client, epoch, pick, False
-
-    def on_epoch_end(self, trainer, epoch: int, logs) -> None:
-        if epoch == self.epoch:
-            address = self.pick(self.client)
-            os.kill(self.client.run(os.getpid)[address], signal.SIGKILL)
-            self.killed = True
-
-
-def _fit_in_thread(fit) -> dict:
-    """Run ``fit`` in a thread; fail the test if it has not ended within HANG seconds."""
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["history"] = fit()
-        except BaseException as exc:  # handed back to the test
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    start = time.perf_counter()
-    thread.start()
-    thread.join(HANG)
-    assert not thread.is_alive(), f"fit still running {HANG} s after a worker was killed"
-    outcome["seconds"] = time.perf_counter() - start
-    return outcome
-
-
 def _any_worker(client: distributed.Client) -> str:
     return sorted(client.scheduler_info()["workers"])[0]
 
@@ -192,8 +137,8 @@ def test_killed_worker_never_hangs_the_fit(own_client):
     undisturbed = _model("dask")
     expected = pm.fit(undisturbed, X, Y, optimizer=pm.SGD(lr=0.1, momentum=0.9), **kwargs)
     model = _model("dask")
-    killer = _KillAfter(own_client, epoch=2, pick=_any_worker)
-    outcome = _fit_in_thread(lambda: pm.fit(model, X, Y, optimizer=pm.SGD(lr=0.1, momentum=0.9),
+    killer = KillAfter(own_client, epoch=2, pick=_any_worker)
+    outcome = fit_in_thread(lambda: pm.fit(model, X, Y, optimizer=pm.SGD(lr=0.1, momentum=0.9),
                                             callbacks=[killer], **kwargs))
     assert killer.killed, repr(outcome.get("error"))
     if "error" in outcome:
@@ -206,8 +151,8 @@ def test_killed_worker_never_hangs_the_fit(own_client):
 def test_killed_worker_holding_scattered_data_raises_a_clear_error(own_client):
     X, Y = (a.compute() for a in _data())  # host data: scattered, with no lineage
     model = _model("dask")
-    killer = _KillAfter(own_client, epoch=1, pick=_worker_of_largest_key)
-    outcome = _fit_in_thread(lambda: pm.fit(model, X, Y, loss="cross_entropy", epochs=50,
+    killer = KillAfter(own_client, epoch=1, pick=_worker_of_largest_key)
+    outcome = fit_in_thread(lambda: pm.fit(model, X, Y, loss="cross_entropy", epochs=50,
                                             batch_size=4000, progress=False, callbacks=[killer]))
     assert killer.killed, repr(outcome.get("error"))
     error = outcome.get("error")
