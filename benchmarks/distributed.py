@@ -113,6 +113,77 @@ def run_cluster(client: Any, n: int, epochs: int) -> dict[str, float]:
             "client_bytes_per_step": counts.bytes / steps}
 
 
+def _moved_bytes(client: Any) -> int:
+    """Bytes the workers have received from each other so far (Dask's transfer log)."""
+    return sum(client.run(lambda dask_worker: sum(
+        entry["total"] for entry in dask_worker.transfer_incoming_log)).values())
+
+
+def run_spmd(client: Any, X: Any, Y: Any, epochs: int, batch_size: int | None
+             ) -> dict[str, float]:
+    """A whole ``fit_spmd`` call on the cluster (placement and rendezvous included), and
+    rank 0's mean step split into its gradients, allreduce, update and the rest."""
+    from portable_mlp.distributed import fit_spmd
+
+    timings: dict[str, Any] = {}
+    moved = _moved_bytes(client)
+    start = time.perf_counter()
+    fit_spmd(_model("numpy", "float32"), X, Y, client=client, loss="cross_entropy",
+             optimizer=pm.SGD(lr=0.1, momentum=0.9), epochs=epochs, batch_size=batch_size,
+             progress=False, timings=timings)
+    seconds = time.perf_counter() - start
+    rank = timings["ranks"][0]
+    per_step = {key: value / rank["steps_taken"] for key, value in rank["seconds"].items()}
+    rest = per_step["steps"] - per_step["gradients"] - per_step["allreduce"] - per_step["update"]
+    return {"fit_s": seconds, "step_s": per_step["steps"], "allreduce_s": per_step["allreduce"],
+            "rest_s": rest, "buffer_bytes": rank["buffer_bytes"],
+            "dask_bytes_moved": _moved_bytes(client) - moved}
+
+
+def run_numpy(X: np.ndarray, Y: np.ndarray, epochs: int, batch_size: int | None
+              ) -> dict[str, float]:
+    """The same fit in this process on NumPy: the whole call, and its mean step."""
+    model = _model("numpy", "float32")
+    start = time.perf_counter()
+    pm.fit(model, X, Y, loss="cross_entropy", optimizer=pm.SGD(lr=0.1, momentum=0.9),
+           epochs=epochs, batch_size=batch_size, progress=False)
+    seconds = time.perf_counter() - start
+    steps = epochs * (1 if batch_size is None else -(-X.shape[0] // batch_size))
+    return {"fit_s": seconds, "step_s": seconds / steps}
+
+
+def compare_spmd(client: Any, n: int, epochs: int, batch_size: int | None, rounds: int
+                 ) -> dict[str, Any]:
+    """SPMD against one-process NumPy on the same data (made on the workers), in
+    alternating rounds; the medians, and the ratios of each round."""
+    Xd, Yd = _dask_data(n, "float32")
+    Xd, Yd = client.persist([Xd, Yd])
+    X, Y = Xd.compute(), Yd.compute()
+    spmd, numpy = [], []
+    for _ in range(rounds):
+        numpy.append(run_numpy(X, Y, epochs, batch_size))
+        spmd.append(run_spmd(client, Xd, Yd, epochs, batch_size))
+    median = {f"spmd_{key}": float(np.median([r[key] for r in spmd])) for key in spmd[0]}
+    median.update({f"numpy_{key}": float(np.median([r[key] for r in numpy]))
+                   for key in numpy[0]})
+    return {"n": n, "batch_size": batch_size, "epochs": epochs, **median,
+            "fit_ratios": [s["fit_s"] / m["fit_s"] for s, m in zip(spmd, numpy)],
+            "step_ratios": [s["step_s"] / m["step_s"] for s, m in zip(spmd, numpy)]}
+
+
+def _print_spmd(row: dict[str, Any]) -> None:
+    batch = "full batch" if row["batch_size"] is None else f"batch {row['batch_size']}"
+    ratios = ", ".join(f"{r:.2f}" for r in row["fit_ratios"])
+    steps = ", ".join(f"{r:.2f}" for r in row["step_ratios"])
+    print(f"SPMD N={row['n']:>9,} {batch}, {row['epochs']} epochs: fit {row['spmd_fit_s']:.3f} s "
+          f"vs numpy {row['numpy_fit_s']:.3f} s (rounds: {ratios}x); step "
+          f"{row['spmd_step_s'] * 1e3:.3f} ms vs {row['numpy_step_s'] * 1e3:.3f} ms "
+          f"(rounds: {steps}x); allreduce {row['spmd_allreduce_s'] * 1e3:.3f} ms "
+          f"({row['spmd_allreduce_s'] / row['spmd_step_s']:.0%} of the step) of "
+          f"{row['spmd_buffer_bytes']:,.0f} B; beyond gradients, allreduce and update "
+          f"{row['spmd_rest_s'] * 1e3:.3f} ms; dask moved {row['spmd_dask_bytes_moved']:,.0f} B")
+
+
 def run_threaded(Xh: np.ndarray, Yh: np.ndarray, epochs: int) -> dict[str, float]:
     import dask
     import dask.array as da
@@ -194,6 +265,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--blas-threads", type=int, default=1,
                         help="BLAS threads per process, here and on the workers (default 1: "
                              "on a shared machine, more stall; 0 leaves them as they are)")
+    parser.add_argument("--spmd-sizes", default="100000,400000",
+                        help="rows N of the full-batch SPMD comparison ('' skips it)")
+    parser.add_argument("--spmd-epochs", type=int, default=5)
+    parser.add_argument("--minibatch-rows", type=int, default=50000,
+                        help="rows N of the minibatch SPMD comparison (0 skips it)")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating SPMD/NumPy rounds")
+    parser.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True,
+                        help="the graph path's rows (--sizes); --no-graph skips them")
     parser.add_argument("--out", default="benchmarks/results/distributed.json")
     args = parser.parse_args(argv)
     import dask
@@ -218,7 +298,8 @@ def main(argv: list[str] | None = None) -> None:
         max_diff = parity(client, args.parity_rows) if args.parity_rows else float("nan")
         print(f"float64 parity, 2-worker cluster vs NumPy, 100 full-batch steps, "
               f"N={args.parity_rows}: max |difference| of the parameters {max_diff:.3g}")
-        for n in [] if args.parity_only else sizes:
+        spmd_rows = _spmd_rows(client, args) if not args.parity_only else []
+        for n in [] if args.parity_only or not args.graph else sizes:
             cluster_row = run_cluster(client, n, args.epochs)
             X, Y = (a.compute() for a in _dask_data(n, "float32"))
             with dask.config.set(scheduler="threads"):  # NumPy and threads: no Client
@@ -240,8 +321,19 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"parity_max_abs_diff": max_diff, "large_graph_warnings":
-                               len(large), "rows": rows, "profile": spent}, indent=2))
+                               len(large), "rows": rows, "spmd": spmd_rows,
+                               "profile": spent}, indent=2))
     print(f"wrote {out}")
+
+
+def _spmd_rows(client: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = [compare_spmd(client, int(float(n)), args.spmd_epochs, None, args.rounds)
+            for n in args.spmd_sizes.split(",") if n]
+    if args.minibatch_rows:
+        rows.append(compare_spmd(client, args.minibatch_rows, 1, args.batch, args.rounds))
+    for row in rows:
+        _print_spmd(row)
+    return rows
 
 
 def _print(row: dict[str, Any]) -> None:

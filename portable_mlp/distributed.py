@@ -42,7 +42,8 @@ def fit_spmd(model: Sequential, X: Any, Y: Any, *, client: Any = None, backend: 
              validation_data: tuple[Any, Any] | None = None, callbacks: Iterable[Any] = (),
              checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
              resume: str | os.PathLike[str] | None = None, timeout: float = 60.0,
-             progress: bool = True, verbose: int = 0) -> dict[str, list[float]]:
+             progress: bool = True, verbose: int = 0, timings: dict[str, Any] | None = None
+             ) -> dict[str, list[float]]:
     """Train ``model`` on dask arrays (or DataFrames) chunked by rows, one rank per worker
     that holds rows; return the per-epoch history, as ``Trainer.fit`` does.
 
@@ -64,7 +65,9 @@ def fit_spmd(model: Sequential, X: Any, Y: Any, *, client: Any = None, backend: 
     backend. A worker that dies raises ``WorkerLostError`` naming the last checkpoint;
     a rank that raises stops every rank with its error; no collective waits longer than
     ``timeout`` seconds. One SPMD fit at a time per worker (a process group is global
-    to its process).
+    to its process). ``timings``, a dict, receives ``"ranks"``: per rank, the steps it
+    took, the seconds spent in them and in their allreduce, and the allreduce's buffer
+    size in bytes (``benchmarks.distributed`` reports them).
     """
     import distributed
 
@@ -72,41 +75,52 @@ def fit_spmd(model: Sequential, X: Any, Y: Any, *, client: Any = None, backend: 
     settings = _Settings.check(backend, collective_name, epochs, batch_size, seed, timeout,
                                checkpoint, checkpoint_every, verbose)
     cbs = as_callbacks(callbacks)
-    client = client if client is not None else distributed.default_client()
-    data, n = _stacked_data(client, model, loss, X, Y, sample_weight)
-    parts = rank_parts(client, data)
-    steps_per_epoch = 1 if batch_size is None else -(-n // batch_size)
-    first = _resume(trainer, resume, steps_per_epoch) if resume is not None else 0
     val = _host_validation(model, validation_data)
     trainer.log_keys = ("loss", "accuracy", *(("val_loss", "val_accuracy") if val else ()))
-    trainer.steps = first * steps_per_epoch if resume is not None else 0
+    for cb in cbs:
+        cb.on_train_begin(trainer)
+    client = client if client is not None else distributed.default_client()
+    data = _persisted_data(client, model, loss, X, Y, sample_weight)
+    parts = rank_parts(client, data)
+    n = int(data[0].shape[0])
+    steps_per_epoch = 1 if batch_size is None else -(-n // batch_size)
+    first = 0 if resume is None else _resume(trainer, resume, steps_per_epoch)
+    trainer.steps = first * steps_per_epoch
     job = spmd_rank.Job(
-        model=model.to("numpy", dtype=model.placement.dtype), backend=backend, device=device, loss=loss,
-        optimizer=trainer.optimizer, l2=trainer.l2, clip_norm=trainer.clip_norm,
-        epochs=range(first, epochs), steps_per_epoch=steps_per_epoch, shuffle=bool(shuffle),
-        seed=seed, collective=collective_name, timeout=settings.timeout,
+        model=model.to("numpy", dtype=model.placement.dtype), backend=backend,
+        device=device, loss=loss, optimizer=trainer.optimizer, l2=trainer.l2,
+        clip_norm=trainer.clip_norm, epochs=range(first, epochs),
+        steps_per_epoch=steps_per_epoch, shuffle=bool(shuffle), seed=seed,
+        collective=collective_name, timeout=settings.timeout,
         name=f"portable-mlp-spmd-{uuid.uuid4().hex}",
         state_every=1 if cbs else (checkpoint_every if checkpoint is not None else 0),
         wait_for_client=bool(cbs), validation=val)
-    for cb in cbs:
-        cb.on_train_begin(trainer)
     history: dict[str, list[float]] = {key: [] for key in trainer.log_keys}
-    if not job.epochs:
-        return history
     follower = _Follower(trainer, cbs, history, settings.checkpoint, checkpoint_every)
-    bar = progress_report(len(job.epochs), progress, verbose)
+    results = _run(client, job, parts, follower, progress_report(len(job.epochs), progress,
+                                                                 verbose))
+    if timings is not None:
+        timings["ranks"] = [{key: r[key] for key in ("steps_taken", "seconds", "buffer_bytes")}
+                            for r in results]
+    follower.train_end(_same_replicas(results) if results else None)
+    return history
+
+
+def _run(client: Any, job: spmd_rank.Job, parts: list[tuple[str, list[list[Any] | None]]],
+         follower: _Follower, bar: Any) -> list[dict[str, Any]]:
+    """Run the ranks, following their epochs; their results (none for no epoch)."""
+    if not job.epochs:
+        return []
     try:
         with _running(client, job, parts) as ranks:
             while (report := ranks.next_report()) is not None:
                 bar.update(report["logs"])
                 ranks.reply(follower.epoch_end(report))
-            results = ranks.results()
+            return ranks.results()
     except WorkerLostError as exc:
         raise WorkerLostError(f"{exc}. {follower.resume_hint()}") from exc
     finally:
         bar.close()
-    follower.train_end(_same_replicas(results))
-    return history
 
 
 class _Settings:
@@ -134,58 +148,69 @@ class _Settings:
         return cls(validation.positive("timeout", timeout), path)
 
 
-def _stacked_data(client: Any, model: Sequential, loss: str, X: Any, Y: Any,
-                  sample_weight: Any) -> tuple[Any, int]:
-    """``[X | Y | w]`` as one persisted dask array in X's row blocks (checked as ``fit``
-    checks its data), so that each block of rows lives whole on one worker; and n."""
-    import dask
-    import dask.array as da
-
+def _persisted_data(client: Any, model: Sequential, loss: str, X: Any, Y: Any,
+                    sample_weight: Any) -> list[Any]:
+    """X, Y and the weights (or None) checked as ``fit`` checks them and persisted in X's
+    row blocks, one block of columns each."""
     twin = model.to("dask", dtype=model.placement.dtype)
     with client.as_current():
         Xd = validation.features(twin, X, check_values=True)
         Yd = validation.targets(twin, Y, Xd.shape[0], check_values=True)
         wd = validation.sample_weights(twin, sample_weight, Xd.shape[0])
-        Xd, Yd, wd = twin.placement.persist_rows(Xd, Yd, wd)
-        assert Xd is not None and Yd is not None  # persist_rows hands back what it took
-        losses.check_targets(loss, twin.xp, Yd)
-        columns = [Xd, Yd] if wd is None else [Xd, Yd, wd[:, None]]
-        stacked = da.concatenate(columns, axis=1).rechunk({1: -1})
-        (stacked,) = dask.persist(stacked)
-    return stacked, int(Xd.shape[0])
+        data = twin.placement.persist_rows(Xd, Yd, wd)
+        losses.check_targets(loss, twin.xp, data[1])
+    return data
 
 
-def rank_parts(client: Any, data: Any) -> list[tuple[str, list[Any]]]:
-    """``(worker address, its row blocks' futures)`` per rank, in block order.
+def rank_parts(client: Any, data: list[Any]) -> list[tuple[str, list[list[Any] | None]]]:
+    """Per rank, ``(worker address, [the futures of its row blocks of each array])``.
 
-    Blocks stay where they are (``client.who_has``); a block held by several workers
-    (replicas) goes to the holder with the fewest rows so far, so that ranks balance."""
+    X's blocks stay where they are (``client.who_has``); a block held by several workers
+    (replicas) goes to the holder with the fewest rows so far, so that ranks balance.
+    The blocks of Y and the weights follow X's (persisted with X, they are mostly on
+    the same worker; those that are not move once, at the start)."""
     from distributed import futures_of, wait
 
-    futures = {f.key: f for f in futures_of(data)}
-    wait(list(futures.values()))  # computed: then each block has its holders
-    keys = [row[0] for row in data.__dask_keys__()]  # one block of columns
-    who_has = client.who_has(list(futures.values()))
+    X = data[0]
+    wait(futures_of(X))  # computed: then each block has its holders
+    blocks = [None if a is None else _block_futures(a) for a in data]
+    x_blocks = _block_futures(X)
+    who_has = client.who_has(x_blocks)
     rows: dict[str, int] = {}
-    blocks: dict[str, list[Any]] = {}
-    for key, length in zip(keys, data.chunks[0]):
-        holders = sorted(who_has[key])
+    owned: dict[str, list[int]] = {}
+    for i, (future, length) in enumerate(zip(x_blocks, X.chunks[0])):
+        holders = sorted(who_has[future.key])
         if not holders:
-            raise WorkerLostError(f"no worker holds row block {key!r} of the data")
+            raise WorkerLostError(f"no worker holds row block {i} of the data")
         holder = min(holders, key=lambda a: rows.get(a, 0))
         rows[holder] = rows.get(holder, 0) + length
-        blocks.setdefault(holder, []).append(futures[key])
-    return sorted(blocks.items())
+        owned.setdefault(holder, []).append(i)
+    return [(address, [None if futures is None else [futures[i] for i in indices]
+                       for futures in blocks])
+            for address, indices in sorted(owned.items())]
+
+
+def _block_futures(array: Any) -> list[Any]:
+    """The futures of a persisted array's row blocks, in order (one block of columns)."""
+    from distributed import futures_of
+
+    by_key = {f.key: f for f in futures_of(array)}
+    keys = array.__dask_keys__()
+    return [by_key[row[0] if array.ndim == 2 else row] for row in keys]
 
 
 def _resume(trainer: Trainer, path: Any, steps_per_epoch: int) -> int:
-    """Load the checkpoint at ``path`` into the trainer's model and optimizer; the
-    epoch it continues from."""
+    """Load the checkpoint at ``path`` into the trainer's model and optimizer (checked
+    whole first); the epoch it continues from."""
     from portable_mlp.checkpoint import load
 
-    saved = load(path, dtype=trainer.model.placement.dtype)
-    trainer.model.load_params(saved.host_params())
-    load_optimizer(path, trainer.model, trainer.optimizer)
+    model = trainer.model
+    saved = load(path, dtype=model.placement.dtype)
+    if saved.pieces != model.pieces:
+        raise ValueError(f"resume={os.fspath(path)!r} holds another architecture than the "
+                         "model's")
+    load_optimizer(path, saved, trainer.optimizer)
+    model.load_params(saved.host_params())
     return int(trainer.optimizer.state["step"]) // steps_per_epoch  # type: ignore[index]
 
 
@@ -202,7 +227,7 @@ class _Ranks:
     """The running ranks of one fit: their futures and this fit's channels."""
 
     def __init__(self, client: Any, job: spmd_rank.Job,
-                 parts: list[tuple[str, list[Any]]]) -> None:
+                 parts: list[tuple[str, list[list[Any] | None]]]) -> None:
         import distributed
 
         self.client, self.job = client, job
@@ -213,7 +238,7 @@ class _Ranks:
         self.stop_event = distributed.Event(f"{job.name}-stop", client=client)
         self.rendezvous = distributed.Variable(f"{job.name}-rendezvous", client=client)
         self.futures = [
-            client.submit(spmd_rank.run_rank, job, rank, len(parts), blocks,
+            client.submit(spmd_rank.run_rank, job, rank, len(parts), *blocks,
                           workers=[address], allow_other_workers=False, pure=False,
                           key=f"{job.name}-rank-{rank}")
             for rank, (address, blocks) in enumerate(parts)]
@@ -272,7 +297,7 @@ class _Ranks:
 
 
 @contextmanager
-def _running(client: Any, job: spmd_rank.Job, parts: list[tuple[str, list[Any]]]
+def _running(client: Any, job: spmd_rank.Job, parts: list[tuple[str, list[list[Any] | None]]]
              ) -> Iterator[_Ranks]:
     """The ranks of ``job`` running; stopped and forgotten on the way out, however it
     is left (the end, an error, Ctrl-C)."""
@@ -321,15 +346,15 @@ class _Follower:
             "step": state["step"],
             "slots": [[place.from_host(s) for s in ss] for ss in state["slots"]]}
 
-    def train_end(self, final: dict[str, Any]) -> None:
+    def train_end(self, final: dict[str, Any] | None) -> None:
         """The final state into the model (the last finite one after a divergence),
         the last checkpoint, and the callbacks' ``on_train_end``."""
-        self._load(final)
-        self.trainer.steps = final["step"]
-        error = final["error"]
-        if error is not None:
-            error.history = self.history
-            raise error
+        if final is not None:
+            self._load(final)
+            self.trainer.steps = final["step"]
+            if final["error"] is not None:
+                final["error"].history = self.history
+                raise final["error"]
         if self.checkpoint is not None:
             save(self.trainer.model, self.checkpoint, self.trainer.optimizer)
         for cb in self.cbs:

@@ -101,10 +101,22 @@ class _Replica:
         self.n_grads = sum(self.sizes)
         self.stop_requested = False
         self.last_loss: float | None = None
+        # where the rank's time went: the whole steps, and in them the local gradients,
+        # the allreduce and the update
+        self.seconds = dict.fromkeys(("steps", "gradients", "allreduce", "update"), 0.0)
+        self.n_steps = 0
 
     def step(self, rows: np.ndarray | None) -> tuple[float, float, float] | None:
         """One global step on this rank's ``rows`` (None: all); returns the global
         loss, hits and weight of the batch, or None when the client asked to stop."""
+        start = time.perf_counter()
+        try:
+            return self._step(rows)
+        finally:
+            self.seconds["steps"] += time.perf_counter() - start
+            self.n_steps += 1
+
+    def _step(self, rows: np.ndarray | None) -> tuple[float, float, float] | None:
         total = self._summed(rows)
         loss_sum, weight, hits, stop = (float(v) for v in _backend.to_host(
             total[self.n_grads:]))
@@ -112,7 +124,9 @@ class _Replica:
             return None
         if weight == 0.0:  # every rank's batch weighed 0: no step, as in Trainer.fit
             return 0.0, 0.0, 0.0
+        start = time.perf_counter()
         self._apply(total, loss_sum, weight)
+        self.seconds["update"] += time.perf_counter() - start
         return self.last_loss * weight, hits, weight  # type: ignore[operator]
 
     def _summed(self, rows: np.ndarray | None) -> Array:
@@ -127,6 +141,7 @@ class _Replica:
                 xp.zeros(self.n_grads + 3, dtype=place.dtype_obj, device=place.device_obj),
                 xp.asarray([stop], dtype=place.dtype_obj, device=place.device_obj)])
         else:
+            start = time.perf_counter()
             X, Y, labels, w = self._rows(rows)
             loss, grads, out = grad.loss_grads_and_output(self.model, self.model.params, X, Y,
                                                           self.loss_fn, 0.0, w)
@@ -135,7 +150,10 @@ class _Replica:
                                                        device=place.device_obj),
                              hits, xp.asarray(stop, dtype=loss.dtype, device=place.device_obj)])
             buffer = xp.concat([*(xp.reshape(g, (-1,)) * weight for g in grads), tail])
+            self.seconds["gradients"] += time.perf_counter() - start
+        start = time.perf_counter()
         self.comm.allreduce_sum(buffer)
+        self.seconds["allreduce"] += time.perf_counter() - start
         return buffer
 
     def _weight(self, rows: np.ndarray | None) -> float:
@@ -180,6 +198,12 @@ class _Replica:
         """The parameters and the optimizer's state, on the host."""
         return {"params": self.model.host_params(), "step": self.state["step"],
                 "slots": [[_backend.to_host(s) for s in ss] for ss in self.state["slots"]]}
+
+    def result(self, error: DivergenceError | None = None) -> dict[str, Any]:
+        """What the rank hands back: its final state, its error, where its time went."""
+        return {**self.host_state(), "error": error, "steps_taken": self.n_steps,
+                "seconds": self.seconds, "buffer_bytes": (self.n_grads + 4) * int(
+                    np.dtype(_backend.dtype_name(self.placement.dtype_obj)).itemsize)}
 
     def evaluate(self) -> dict[str, float]:
         """The validation loss and accuracy of the replica (rank 0's logs)."""
@@ -235,9 +259,9 @@ def run_epochs(job: Job, rank: int, replica: _Replica, client: _Client | None
             try:
                 summed = replica.step(rows)
             except DivergenceError as exc:
-                return {**replica.host_state(), "error": exc}
+                return replica.result(exc)
             if summed is None:
-                return {**replica.host_state(), "error": None, "stopped": True}
+                return replica.result()
             loss_sum, hit_sum, seen = (loss_sum + summed[0], hit_sum + summed[1],
                                        seen + summed[2])
         if client is not None:
@@ -247,23 +271,24 @@ def run_epochs(job: Job, rank: int, replica: _Replica, client: _Client | None
                        "state": replica.host_state() if send else None}
             last = epoch == job.epochs[-1]
             replica.stop_requested = client.report(message, job.wait_for_client and not last)
-    return {**replica.host_state(), "error": None}
+    return replica.result()
 
 
-def run_rank(job: Job, rank: int, world: int, blocks: list[np.ndarray]) -> dict[str, Any]:
+def run_rank(job: Job, rank: int, world: int, X_blocks: list[np.ndarray],
+             Y_blocks: list[np.ndarray], w_blocks: list[np.ndarray] | None
+             ) -> dict[str, Any]:
     """The task pinned to one worker: join the collective, train, leave.
 
-    ``blocks`` are this worker's own row blocks of ``[X | Y | w]`` (Dask passes the
-    data of the futures the worker holds: no row crosses the network)."""
+    ``X_blocks`` are this worker's own row blocks of X (Dask passes the data of the
+    futures the worker holds: no row of X crosses the network), ``Y_blocks`` and
+    ``w_blocks`` the matching blocks of Y and the sample weights."""
     import distributed
     from threadpoolctl import threadpool_limits
 
     worker = distributed.get_worker()
-    data = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=0)
-    del blocks
-    f, o = job.model.n_features, job.model.n_outputs
-    X, Y = data[:, :f], data[:, f:f + o]  # views: BLAS takes strided rows as they are
-    w = data[:, f + o] if data.shape[1] > f + o else None
+    X, Y = _joined(X_blocks), _joined(Y_blocks)
+    w = None if w_blocks is None else _joined(w_blocks)
+    del X_blocks, Y_blocks, w_blocks
     with threadpool_limits(limits=worker.state.nthreads):
         comm = collective.connect(job.collective, rank, world,
                                   distributed.Variable(f"{job.name}-rendezvous"),
@@ -274,3 +299,8 @@ def run_rank(job: Job, rank: int, world: int, blocks: list[np.ndarray]) -> dict[
             return run_epochs(job, rank, replica, client)
         finally:
             comm.close()
+
+
+def _joined(blocks: list[np.ndarray]) -> np.ndarray:
+    """A worker's blocks as one array: the block itself when there is one (no copy)."""
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=0)

@@ -79,8 +79,8 @@ def test_uneven_blocks_make_uneven_ranks(client):
     X, Y = _host_data(4 * BLOCK)
     Xd, _ = _uneven(client, X, Y)
     Xd = client.persist(Xd)
-    parts = rank_parts(client, Xd)
-    assert [len(blocks) for _, blocks in parts] == [3, 1]
+    parts = rank_parts(client, [Xd, None])
+    assert [len(blocks[0]) for _, blocks in parts] == [3, 1]
     assert [address for address, _ in parts] == _workers(client)
 
 
