@@ -15,7 +15,6 @@ the OS picks (no bind-then-close race) and publishes ``host:port`` in a
 from __future__ import annotations
 
 import datetime
-import gc
 from typing import Any, Protocol
 
 Array = Any
@@ -75,10 +74,11 @@ class TorchCollective:
             raise CollectiveError(f"allreduce failed: {exc}") from exc
 
     def close(self) -> None:
+        """Leave the process group. After a failure its sockets close only once nothing
+        refers to them: the caller drops the failed call's traceback, then collects."""
         if self._dist.is_initialized():
             self._dist.destroy_process_group()
         self._store = None
-        gc.collect()  # gloo's listening sockets close when their objects are collected
 
 
 COLLECTIVES = {"gloo": "gloo", "nccl": "nccl"}

@@ -265,7 +265,8 @@ class _Ranks:
         own = [e for e in errors if not isinstance(e, collective.CollectiveError)]
         if own:
             raise own[0]
-        lost = [a for a in self.addresses if a not in self.client.nthreads()]
+        alive = self.client.nthreads()
+        lost = [a for a in self.addresses if a not in alive]
         if lost or errors:
             what = f"worker {', '.join(lost)}" if lost else "a rank"
             raise WorkerLostError(f"the SPMD fit lost {what} ("

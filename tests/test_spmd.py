@@ -261,6 +261,8 @@ def test_a_killed_worker_raises_promptly_and_resume_finishes_the_fit(tmp_path):
         Y = pm.one_hot((X[:, 0] > 0).astype("int64"), 2, dtype="float64")
         X, Y = own.persist([X, Y])  # blocks with lineage: recomputed after the kill
         model = _model()
+        survivor = _workers(own)[0]
+        listening = own.run(_listening, workers=[survivor])
         killer = KillAfter(own, epoch=2, pick=lambda c: _workers(c)[1])
         outcome = fit_in_thread(lambda: fit_spmd(model, X, Y, callbacks=[killer],
                                                  checkpoint=path, **kwargs))
@@ -268,6 +270,7 @@ def test_a_killed_worker_raises_promptly_and_resume_finishes_the_fit(tmp_path):
         assert isinstance(error, pm.WorkerLostError), repr(error)
         assert f"resume={str(path)!r}" in str(error) and "holds epoch 3" in str(error)
         assert outcome["ended"] - killer.at < 30, "the fit took too long to notice the kill"
+        assert own.run(_listening, workers=[survivor]) == listening, "gloo ports left open"
         fit_spmd(model, X, Y, resume=path, **{**kwargs, "optimizer": pm.SGD(lr=0.1,
                                                                              momentum=0.9)})
         expected = _model()
@@ -275,3 +278,10 @@ def test_a_killed_worker_raises_promptly_and_resume_finishes_the_fit(tmp_path):
             lr=0.1, momentum=0.9)})
         assert _max_difference(model, expected) <= 1e-12
         _assert_nothing_left(own)
+
+
+def _listening() -> int:
+    """How many TCP ports this process listens on."""
+    import psutil
+
+    return sum(c.status == "LISTEN" for c in psutil.Process().net_connections(kind="tcp"))
