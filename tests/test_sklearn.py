@@ -8,6 +8,7 @@ import pytest
 
 sklearn = pytest.importorskip("sklearn")
 
+from sklearn import neural_network  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_digits, make_classification, make_regression  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
@@ -17,6 +18,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn_helpers import own_backends, quiet  # noqa: E402
 
 from portable_mlp import _backend  # noqa: E402
+from portable_mlp import sklearn as pm_sklearn  # noqa: E402
 from portable_mlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 
@@ -271,3 +273,40 @@ def test_dask_arrays_of_any_chunks_place_on_the_dask_cpu():
     x = da.from_array(sparse.csr_matrix(np.ones((4, 2))), chunks=2, asarray=False)
     assert _backend.device_of(x) == "cpu"
     assert _backend.Placement.create("dask", _backend.device_of(x)).device == "cpu"
+
+
+# --- feature names through early stopping (issue 25) ---------------------------------------
+
+def _fit_both(name: str, backend: str, X, y, **kwargs):
+    """scikit-learn's estimator ``name`` and ours on ``backend``, fit alike; a UserWarning
+    other than ConvergenceWarning (a feature-name warning) fails."""
+    theirs = getattr(neural_network, name)(**kwargs)
+    ours = getattr(pm_sklearn, name)(**kwargs, backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return theirs.fit(X, y), ours.fit(X, y)
+
+
+@pytest.mark.parametrize("frame", ["pandas", "dask"])
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
+def test_feature_names_survive_early_stopping(backend, frame, name):
+    """No feature-name warning from the validation split, in fit or after; the feature
+    names, validation scores and predictions are scikit-learn's (a dask DataFrame's names
+    are not read, by scikit-learn either)."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.RandomState(0)
+    X = pd.DataFrame(rng.randn(40, 2), columns=["colname_a", "colname_b"])
+    y = pd.Series(np.arange(40) % 2, name="colname_y")
+    if frame == "dask":
+        dd = pytest.importorskip("dask.dataframe")
+        X, y = dd.from_pandas(X, npartitions=2), dd.from_pandas(y, npartitions=2)
+    ref, est = _fit_both(name, backend, X, y, early_stopping=True, hidden_layer_sizes=(4,),
+                         max_iter=5, random_state=0)
+    assert est.validation_scores_ == pytest.approx(ref.validation_scores_)
+    names = getattr(ref, "feature_names_in_", None)
+    assert (names is not None) == (frame == "pandas")
+    np.testing.assert_array_equal(getattr(est, "feature_names_in_", None), names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        np.testing.assert_allclose(est.predict(X), ref.predict(X), rtol=1e-6)
