@@ -1,8 +1,9 @@
 """Test sessions, one per backend; lint, typecheck and benchmarks.
 
-`nox` runs lint, typecheck and the tests of every CPU backend. The backend reaches
-pytest through PORTABLE_MLP_BACKEND: a requested backend that fails to import
-fails the run instead of skipping.
+`nox` runs lint, typecheck, the tests of every CPU backend and scikit-learn's own MLP tests
+against our estimators (sklearn_upstream). The backend reaches pytest through
+PORTABLE_MLP_BACKEND: a requested backend that fails to import fails the run instead of
+skipping.
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ def lite(session: nox.Session) -> None:
     install(session, "numpy")
     session.run("pytest", "-x", *session.posargs,
                 env={"PORTABLE_MLP_BACKEND": "numpy,array_api_strict"})
+
+
+@nox.session
+def sklearn_upstream(session: nox.Session) -> None:
+    """scikit-learn's own test_mlp.py against portable_mlp.sklearn, only the import rewritten
+    (the expected failures and why: scripts/sklearn_upstream.py)."""
+    install(session, "numpy")
+    session.run("python", "scripts/sklearn_upstream.py", *session.posargs)
 
 
 @nox.session

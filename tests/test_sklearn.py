@@ -8,6 +8,7 @@ import pytest
 
 sklearn = pytest.importorskip("sklearn")
 
+from sklearn import neural_network  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_digits, make_classification, make_regression  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
@@ -17,6 +18,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn_helpers import own_backends, quiet  # noqa: E402
 
 from portable_mlp import _backend  # noqa: E402
+from portable_mlp import sklearn as pm_sklearn  # noqa: E402
 from portable_mlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 
@@ -271,3 +273,89 @@ def test_dask_arrays_of_any_chunks_place_on_the_dask_cpu():
     x = da.from_array(sparse.csr_matrix(np.ones((4, 2))), chunks=2, asarray=False)
     assert _backend.device_of(x) == "cpu"
     assert _backend.Placement.create("dask", _backend.device_of(x)).device == "cpu"
+
+
+# --- one class, and feature names through early stopping (issue 25) ------------------------
+
+SOLVERS = ("adam", "sgd", "lbfgs")
+
+
+def _one_class_frame():
+    """scikit-learn's test_preserve_feature_names data: 10 rows, every label 1."""
+    pd = pytest.importorskip("pandas")
+    X = pd.DataFrame(np.random.RandomState(0).randn(10, 2), columns=["colname_a", "colname_b"])
+    return X, pd.Series(np.full(10, 1), name="colname_y")
+
+
+def _fit_both(name: str, backend: str, X, y, **kwargs):
+    """scikit-learn's estimator ``name`` and ours on ``backend``, fit alike; a UserWarning
+    other than ConvergenceWarning (a feature-name warning) fails."""
+    theirs = getattr(neural_network, name)(**kwargs)
+    ours = getattr(pm_sklearn, name)(**kwargs, backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return theirs.fit(X, y), ours.fit(X, y)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_one_class_fits_and_predicts_as_scikit_learn(backend, solver, early_stopping):
+    """scikit-learn trains one logistic output towards 0, predicts the one class and gives
+    two probability columns (1 - p, p); so does ours (10 rows: one batch, the same steps)."""
+    X, y = _one_class_frame()
+    ref, est = _fit_both("MLPClassifier", backend, X, y, solver=solver,
+                         early_stopping=early_stopping, validation_fraction=0.2, max_iter=5,
+                         random_state=0)
+    assert _backend.to_host(est.classes_).tolist() == [1]
+    assert (est.n_outputs_, est.out_activation_, est.n_iter_) == (1, "logistic", ref.n_iter_)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        np.testing.assert_array_equal(est.predict(X), ref.predict(X))
+        np.testing.assert_allclose(est.predict_proba(X), ref.predict_proba(X), rtol=1e-6)
+        np.testing.assert_allclose(est.predict_log_proba(X), ref.predict_log_proba(X),
+                                   rtol=1e-6)
+        assert est.score(X, y) == ref.score(X, y) == 1.0
+    scores = [getattr(e, "validation_scores_", None) for e in (est, ref)]  # lbfgs: none
+    assert scores[0] == scores[1]
+
+
+def test_partial_fit_from_a_batch_of_one_class(backend):
+    """A first batch with one class of the two in ``classes=``, or ``classes=`` naming one:
+    scikit-learn's predictions, batch after batch."""
+    X, y = make_classification(n_samples=40, n_features=4, random_state=0)
+    first = y == 1
+    for classes, batches in (([0, 1], [first, ~first, slice(None)]), ([1], [first, first])):
+        ref = neural_network.MLPClassifier((8,), random_state=0)
+        est = MLPClassifier((8,), random_state=0, backend=backend)
+        for i, rows in enumerate(batches):
+            given = {"classes": classes} if i == 0 else {}
+            ref.partial_fit(X[rows], y[rows], **given)
+            est.partial_fit(X[rows], y[rows], **given)
+            np.testing.assert_allclose(est.predict_proba(X), ref.predict_proba(X), rtol=1e-6)
+            np.testing.assert_array_equal(est.predict(X), ref.predict(X))
+        assert _backend.to_host(est.classes_).tolist() == classes
+
+
+@pytest.mark.parametrize("frame", ["pandas", "dask"])
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
+def test_feature_names_survive_early_stopping(backend, frame, name):
+    """No feature-name warning from the validation split, in fit or after; the feature
+    names, validation scores and predictions are scikit-learn's (a dask DataFrame's names
+    are not read, by scikit-learn either)."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.RandomState(0)
+    X = pd.DataFrame(rng.randn(40, 2), columns=["colname_a", "colname_b"])
+    y = pd.Series(np.arange(40) % 2, name="colname_y")
+    if frame == "dask":
+        dd = pytest.importorskip("dask.dataframe")
+        X, y = dd.from_pandas(X, npartitions=2), dd.from_pandas(y, npartitions=2)
+    ref, est = _fit_both(name, backend, X, y, early_stopping=True, hidden_layer_sizes=(4,),
+                         max_iter=5, random_state=0)
+    assert est.validation_scores_ == pytest.approx(ref.validation_scores_)
+    names = getattr(ref, "feature_names_in_", None)
+    assert (names is not None) == (frame == "pandas")
+    np.testing.assert_array_equal(getattr(est, "feature_names_in_", None), names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        np.testing.assert_allclose(est.predict(X), ref.predict(X), rtol=1e-6)

@@ -62,10 +62,11 @@ def _fit_on_numpy_and_dask(estimator, kwargs, X, y, no_gather, while_guarded):
     return ref, est, out
 
 
-@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
-def test_classifier_trains_and_predicts_on_dask_without_gathering(no_gather, solver):
+@pytest.mark.parametrize("solver, n_classes", [("adam", 3), ("lbfgs", 3), ("adam", 1)])
+def test_classifier_trains_and_predicts_on_dask_without_gathering(no_gather, solver, n_classes):
     X, y = make_classification(n_samples=N, n_features=5, n_informative=3, n_classes=3,
                                random_state=0)
+    y = y % n_classes  # one class: fits as scikit-learn's does
     # full batches: the same steps as NumPy's, however the dask Trainer forms minibatches
     kwargs = dict(hidden_layer_sizes=(6,), solver=solver, max_iter=5, random_state=0,
                   batch_size=N)
@@ -73,7 +74,7 @@ def test_classifier_trains_and_predicts_on_dask_without_gathering(no_gather, sol
         MLPClassifier, kwargs, X, y, no_gather,
         lambda est, Xd: (est.predict(Xd), est.predict_proba(Xd)))
     assert isinstance(labels, da.Array) and isinstance(proba, da.Array)
-    assert est.classes_.tolist() == [0, 1, 2] and est.n_features_in_ == 5
+    assert est.classes_.tolist() == list(range(n_classes)) and est.n_features_in_ == 5
     np.testing.assert_allclose(proba.compute(), ref.predict_proba(X), rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(labels.compute(), ref.predict(X))
 

@@ -24,8 +24,10 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     defaults, plus ``class_weight``, ``backend``, ``device``, ``dtype`` and
     ``clip_norm``. Multi-class targets use a softmax output and cross-entropy; binary
     targets one logistic output; multi-label indicator matrices one logistic output
-    per label. ``class_weight`` ('balanced' or a dict) multiplies every sample's
-    weight by its class's weight.
+    per label. A ``y`` of one class fits as in scikit-learn: one logistic output trained
+    towards 0, ``predict`` gives the class, ``predict_proba`` two columns (1 - p, p).
+    ``class_weight`` ('balanced' or a dict) multiplies every sample's weight by its
+    class's weight.
 
     Fitted attributes: ``classes_``, ``loss_``, ``loss_curve_``, ``best_loss_``,
     ``validation_scores_`` and ``validation_loss_curve_`` (early stopping),
@@ -133,7 +135,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             own = (place.xp.asarray(_backend.to_host(own), device=place.device_obj)
                    if place.owns(y) else _backend.to_host(own))
         Y = y[:, None] == own[None, :]
-        return self._placed(Y[:, 1:] if self._kind == "binary" else Y)
+        if self._kind == "binary":  # one column, as scikit-learn's LabelBinarizer: 1 for the
+            Y = Y[:, 1:] if own.shape[0] == 2 else ~Y  # second class; one class: 0
+        return self._placed(Y)
 
     def _target_kind(self, y: Any) -> str:
         """'binary', 'multiclass' or 'multilabel' (dask labels: from their unique values)."""
@@ -166,11 +170,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
                                  f"{given}. 'y' has {classes}.")
             classes = given
-            self._kind = "binary" if given.shape[0] == 2 else "multiclass"
-        if classes.shape[0] < 2:
-            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in "
-                             f"the data, but the data contains only one class: "
-                             f"{_backend.to_host(classes)[0]!r}")
+            self._kind = "binary" if given.shape[0] <= 2 else "multiclass"
         self.classes_ = classes
 
     def _check_classes(self, kind: str, classes: Array, incremental: bool) -> None:
@@ -191,10 +191,10 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _placed_score(self, X: Array, Y: Array, w: Array | None) -> float:
         xp = self.placement_.xp
         out = self.model_.forward(X)[0]
-        if self._kind == "multiclass":
-            hits = xp.argmax(out, axis=1) == xp.argmax(Y, axis=1)
-        else:
+        if self._kind == "multilabel":
             hits = xp.all((out > 0.0) == (Y > 0.5), axis=1)
+        else:
+            hits = self._class_index(out) == self._class_index(Y)
         hits = xp.astype(hits, out.dtype)
         score = xp.mean(hits) if w is None else xp.sum(hits * w) / xp.sum(w)
         return float(_backend.to_host(score))
@@ -206,10 +206,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         xp = place.xp
         if self._kind == "multilabel":
             return self._output(xp.astype(out > 0.0, place.int_dtype), keep)
-        if self._kind == "binary":
-            index = xp.astype(out[:, 0] > 0.0, place.int_dtype)
-        else:
-            index = xp.argmax(out, axis=1)
+        index = self._class_index(out)
         if not keep:
             return _backend.to_host(self.classes_)[_backend.to_host(index)]
         classes = self.classes_
@@ -217,8 +214,19 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             classes = xp.asarray(_backend.to_host(classes), device=place.device_obj)
         return xp.take(classes, index, axis=0)
 
+    def _class_index(self, out: Array) -> Array:
+        """Each row's index into ``classes_`` (binary and multi-class outputs, or their
+        one-hot targets). One class: always 0, as scikit-learn predicts it."""
+        xp = self.placement_.xp
+        if self._kind == "multiclass":
+            return xp.argmax(out, axis=1)
+        index = xp.astype(out[:, 0] > 0.0, self.placement_.int_dtype)
+        return index if self.classes_.shape[0] == 2 else xp.zeros_like(index)
+
     def predict_proba(self, X):
-        """Class probabilities: softmax (multi-class) or logistic outputs."""
+        """Class probabilities: softmax (multi-class) or logistic outputs. With one
+        class, as scikit-learn's: two columns, 1 - p and p, p the logistic output (which
+        training drives to 0)."""
         out, keep = self._logits(X, "predict_proba")
         return self._output(self._proba(out), keep)
 

@@ -91,7 +91,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         resid = xp.sum(wc * (Y - out) ** 2, axis=0)
         spread = xp.sum(wc * (Y - mean) ** 2, axis=0)
         safe = xp.where(spread > 0.0, spread, 1.0)
-        r2 = xp.where(spread > 0.0, 1.0 - resid / safe, xp.where(resid > 0.0, 0.0, 1.0))
+        exact = 1.0 - xp.astype(resid > 0.0, resid.dtype)  # constant y: 1 if fitted exactly
+        r2 = xp.where(spread > 0.0, 1.0 - resid / safe, exact)
         return float(_backend.to_host(xp.mean(r2)))
 
     def predict(self, X):
