@@ -280,3 +280,48 @@ def test_ctrl_c_keeps_the_epochs_trained_as_scikit_learn(default_sigint, monkeyp
         est.fit(X, y)
     assert est.n_iter_ == len(est.loss_curve_) == 3
     assert est.predict(X).shape == (len(y),)
+
+
+# --- copies leave the original alone (issue 20, item 1) ---------------------------------
+
+def _twins(backend, X, y, **kwargs):
+    """Two estimators fitted alike (adam, partial_fit: the optimizer holds state)."""
+    def one():
+        est = MLPClassifier((5,), random_state=0, backend=backend, **kwargs)
+        est.partial_fit(X, y, classes=np.unique(y))
+        return est
+    return one(), one()
+
+
+def _copy_every_way(est):
+    from sklearn.base import clone
+
+    pickle.loads(pickle.dumps(est))
+    copy.deepcopy(est)
+    clone(est)
+
+
+def test_pickling_copying_and_cloning_leave_the_estimator_as_it_was(backend, blobs):
+    X, y = blobs
+    est, twin = _twins(backend, X, y)
+    trainer, dtype = est._trainer, est.model_dtype_
+    _copy_every_way(est)
+    assert est._trainer is trainer and est.model_dtype_ == dtype
+    assert_unchanged(est, snapshot(twin))
+    est.partial_fit(X, y), twin.partial_fit(X, y)  # Adam goes on from its step, as the twin's
+    assert_unchanged(est, snapshot(twin))
+    est.coefs_ = [_backend.to_host(c) for c in twin.coefs_]  # needs model_dtype_
+
+
+@own_backends
+def test_copies_under_array_api_dispatch_leave_classes_on_the_model(blobs):
+    torch = pytest.importorskip("torch")
+    import sklearn
+
+    X, y = blobs
+    Xt, yt = torch.asarray(X), torch.asarray(np.unique(y, return_inverse=True)[1])
+    with sklearn.config_context(array_api_dispatch=True):
+        est = quiet(MLPClassifier((5,), max_iter=2, random_state=0), Xt, yt)
+        _copy_every_way(est)
+        assert isinstance(est.classes_, torch.Tensor)
+        assert est.predict(Xt).shape == (len(y),)

@@ -313,7 +313,9 @@ class BaseMLP(BaseEstimator):
 
     # --- python protocol -----------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
+        # a copy: on Python 3.11+ scikit-learn hands back the live __dict__, which the
+        # lines below would strip of the trainer and move to the host
+        state = dict(super().__getstate__())
         trainer = state.pop("_trainer", None)
         if trainer is not None:
             opt = copy.copy(trainer.optimizer)
