@@ -192,9 +192,10 @@ class Trainer:
 
     def _function(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` bound to this trainer's settings, compiled where the trainer compiles:
-        once per distinct setting, reused across steps and fits."""
-        key = (fn.__name__, self.loss, self.l2, self.clip_norm, repr(self.optimizer),
-               id(self.optimizer), id(self.model))
+        once per distinct setting, reused across steps and fits. The learning rate is
+        no setting: it is passed in, so a schedule compiles once."""
+        key = (fn.__name__, self.loss, self.l2, self.clip_norm,
+               repr(self.optimizer.rule_settings()), id(self.optimizer), id(self.model))
         found = self._functions.get(key)
         if found is None:
             settings = steps.Settings(self.model, self.optimizer, self._loss_fn, self.l2,
