@@ -435,9 +435,11 @@ class Trainer:
         step0 = state["step"]
         lrs = [optimizer.learning_rate(step0 + k) for k in plan.steps_before]
         run = self._function(steps.scan_epoch)
-        params, slots, guard, summary = run(
-            model.params, state["slots"], step0, self._guard or steps.fresh_guard(placement),
-            data.X, data.Y, data.labels, *plan.arguments(placement, lrs))
+        guard = self._guard or steps.fresh_guard(placement)
+        with placement.quiet():  # a rate beyond the dtype's range is cast to inf: diverges
+            params, slots, guard, summary = run(model.params, state["slots"], step0, guard,
+                                                data.X, data.Y, data.labels,
+                                                *plan.arguments(placement, lrs))
         model.params = self._params = params
         optimizer.state = self._state = {"step": step0 + plan.n_steps, "slots": slots}
         self.steps += plan.n_steps

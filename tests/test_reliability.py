@@ -3,6 +3,7 @@ entry point refusing bad input before anything changes (issue 13)."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -66,6 +67,32 @@ def test_an_update_that_overflows_is_a_divergence_on_every_backend(backend):
     for a, b in zip(_host(trainer.model.params), start, strict=True):
         np.testing.assert_array_equal(a, b)
     assert trainer.steps == 0 == trainer.optimizer.state["step"]
+
+
+@pytest.mark.parametrize("batch_size", [None, 32])  # compiled: no scan, and a scan
+def test_a_rate_beyond_float32_is_a_divergence_not_a_warning(backend, batch_size):
+    """1e300 is inf in float32: the step diverges (pytest runs with -W error). JAX runs
+    as it does by default, without x64 (a Python float is then cast to float32)."""
+    X, y = pm.datasets.xor(n=60, seed=0)
+    with _without_x64(backend):
+        model = pm.MLP([2, 3, 2], seed=0, backend=backend, dtype="float32")
+        trainer = pm.Trainer(model, optimizer=pm.SGD(lr=1e300))
+        with pytest.raises(pm.DivergenceError):
+            trainer.fit(X, pm.one_hot(y, 2), epochs=2, batch_size=batch_size, progress=False)
+
+
+@contextlib.contextmanager
+def _without_x64(backend):
+    if backend != "jax":
+        yield
+        return
+    import jax
+
+    jax.config.update("jax_enable_x64", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", True)
 
 
 @pytest.mark.parametrize("deferred", [False, True], ids=["read-every-step", "deferred"])
