@@ -88,11 +88,12 @@ def _without_x64(backend):
         return
     import jax
 
+    x64 = jax.config.jax_enable_x64
     jax.config.update("jax_enable_x64", False)
     try:
         yield
     finally:
-        jax.config.update("jax_enable_x64", True)
+        jax.config.update("jax_enable_x64", x64)
 
 
 @pytest.mark.parametrize("deferred", [False, True], ids=["read-every-step", "deferred"])
