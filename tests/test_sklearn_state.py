@@ -169,6 +169,7 @@ def test_refused_calls_leave_the_fitted_estimator_as_it_was(backend, blobs):
                               backend=backend), X, y)
     est.partial_fit(X, y)  # the optimizer holds state now
     before = snapshot(est)
+    model, coefs = est.model_, list(est.coefs_)
     negative = np.where(np.arange(len(y)) == 3, -1.0, 1.0)
     nan_X = X.copy()
     nan_X[0, 0] = np.nan
@@ -181,6 +182,23 @@ def test_refused_calls_leave_the_fitted_estimator_as_it_was(backend, blobs):
         with pytest.raises(ValueError):
             call()
         assert_unchanged(est, before)
+        # restored in place (issue 20, item 6): the arrays read before are the model's
+        assert est.model_ is model and all(a is b for a, b in zip(est.coefs_, coefs))
+
+
+def test_arrays_read_before_a_failed_fit_stay_the_models():
+    """A fit that trains, then diverges, puts the model's own arrays back: changing one
+    in place still changes the model."""
+    X, y = _exploding()
+    est = quiet(MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, random_state=0,
+                             solver="sgd", warm_start=True), X / 1e3, y / 1e6)
+    coefs = est.coefs_
+    est.set_params(learning_rate_init=1e3, max_iter=20)
+    with pytest.raises(ValueError, match=f"^{NON_FINITE}"), np.errstate(all="ignore"):
+        est.fit(X, y)
+    coefs[1][...] = 0.0
+    est.intercepts_[1][...] = 7.0
+    np.testing.assert_array_equal(est.predict(X), 7.0)
 
 
 # --- divergence -------------------------------------------------------------------------
