@@ -459,3 +459,28 @@ def test_a_backend_of_the_wrong_type_is_a_type_error(backend, tmp_path):
     if backend is not None:  # to(None) keeps the model's backend
         with pytest.raises(TypeError, match=match):
             pm.MLP([2, 2]).to(backend)
+
+
+# --- issue 20, item 7: any valid NumPy view is data ---------------------------------------
+
+def _reversed(a):
+    """``a`` as a view with negative strides (a reversed copy, reversed again)."""
+    return np.ascontiguousarray(a[::-1])[::-1]
+
+
+def test_negative_stride_views_are_data_everywhere(backend):
+    """torch refused to share NumPy memory with negative strides (X[::-1]) for a float64
+    model: fit's data, labels and weights, validation data, predictions, gradients,
+    L-BFGS and load_params."""
+    X, y = pm.datasets.xor(n=40, seed=0)
+    Y = np.asarray(pm.one_hot(y, 2))
+    Xr, Yr, w = _reversed(X), _reversed(Y), _reversed(np.linspace(0.5, 1.5, 40))
+    assert Xr.strides[0] < 0
+    model = pm.MLP([2, 3, 2], seed=0, backend=backend, dtype="float64")
+    pm.Trainer(model).fit(Xr, Yr, epochs=1, sample_weight=w, validation_data=(Xr, Yr),
+                          progress=False)
+    pm.Trainer(model).fit(Xr, _reversed(y.astype(np.int64)), epochs=1, progress=False)
+    model.predict_proba(Xr)
+    pm.value_and_grad(model, Xr, Yr, sample_weight=w)
+    pm.LBFGS(max_iter=2).minimize(model, Xr, Yr, sample_weight=w)
+    model.load_params([_reversed(p) for p in model.host_params()])

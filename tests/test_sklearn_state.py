@@ -343,3 +343,16 @@ def test_copies_under_array_api_dispatch_leave_classes_on_the_model(blobs):
         _copy_every_way(est)
         assert isinstance(est.classes_, torch.Tensor)
         assert est.predict(Xt).shape == (len(y),)
+
+
+def test_negative_stride_views_fit_and_predict(backend, blobs):
+    """Issue 20, item 7: X[::-1] on a float64 torch estimator raised torch's own error."""
+    X, y = blobs
+    Xr, yr = X[::-1], y[::-1]
+    w = np.linspace(0.5, 1.5, len(y))[::-1]
+    est = quiet(MLPClassifier((5,), max_iter=2, random_state=0, backend=backend, dtype="float64",
+                              early_stopping=True), Xr, yr, sample_weight=w)
+    reg = quiet(MLPRegressor(hidden_layer_sizes=(5,), max_iter=2, random_state=0, backend=backend,
+                             dtype="float64", solver="lbfgs"), Xr, Xr[:, :2])
+    assert est.predict_proba(Xr).shape == (len(y), 3) and reg.predict(Xr).shape == (len(y), 2)
+    est.coefs_ = [_backend.to_host(c).copy()[::-1] for c in est.coefs_]
