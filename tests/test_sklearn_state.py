@@ -356,3 +356,20 @@ def test_negative_stride_views_fit_and_predict(backend, blobs):
                              dtype="float64", solver="lbfgs"), Xr, Xr[:, :2])
     assert est.predict_proba(Xr).shape == (len(y), 3) and reg.predict(Xr).shape == (len(y), 2)
     est.coefs_ = [_backend.to_host(c).copy()[::-1] for c in est.coefs_]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_weight_errors_name_the_attribute(backend, blobs, dtype):
+    """Issue 20, item 8: where the backend owned the array (NumPy data on a NumPy model,
+    the model's own arrays), the error named params[1], not the attribute."""
+    X, y = blobs
+    est = quiet(MLPClassifier((5,), max_iter=2, random_state=0, backend=backend, dtype=dtype),
+                X, y)
+    nan, huge = np.full(5, np.nan), np.full(5, 1e300 if dtype == "float32" else np.inf)
+    for value in (nan, huge, est.placement_.from_host(nan)):
+        with pytest.raises(ValueError) as info:
+            est.intercepts_[0] = value
+        assert str(info.value).startswith("intercepts_[0] "), info.value
+    wrong = est.placement_.from_host(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"^coefs_\[1\] has shape"):
+        est.coefs_ = [est.coefs_[0], wrong]
