@@ -70,7 +70,7 @@ _count = _number(int, lambda v: v >= 2, "an integer >= 2")
 _non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
 _positive_float = _number(float, lambda v: v > 0, "a positive number")
 _non_negative_float = _number(float, lambda v: v >= 0, "a non-negative number")
-_momentum = _number(float, lambda v: 0 <= v < 1, "a momentum in [0, 1)")
+_momentum = _number(float, lambda v: 0 <= v <= 1, "a momentum in [0, 1]")
 
 
 def _file_name(text: str) -> Path:

@@ -175,8 +175,8 @@ class SGD(Optimizer):
                  schedule: Schedule | None = None) -> None:
         super().__init__(lr, schedule)
         self.momentum = validation.non_negative("momentum", momentum)
-        if self.momentum >= 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if self.momentum > 1.0:  # 1: no decay, as scikit-learn allows
+            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
         if nesterov and not self.momentum:
             raise ValueError("nesterov=True needs a momentum > 0")
         self.nesterov = bool(nesterov)
