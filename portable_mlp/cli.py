@@ -44,10 +44,11 @@ SMALL_STEP_FLOP = 1e8    # below this, a step costs NumPy about 10 ms or less
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors on one line that points to the help."""
+    """argparse, with its errors on one line that starts ``portable-mlp: error:`` (a
+    subcommand's too, as every other error of the command) and points to the help."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
 
 
 def _number(kind: Callable[[str], Any], test: Callable[[Any], bool], what: str

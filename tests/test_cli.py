@@ -43,7 +43,7 @@ def assert_user_error(result, *fragments):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("portable-mlp") and ": error: " in lines[0]
+    assert lines[0].startswith("portable-mlp: error: ")  # as the README says
     for fragment in fragments:
         assert fragment in lines[0]
 
