@@ -462,6 +462,9 @@ def to_host(x: Any) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     if compat.is_torch_array(x):
+        if x.device.type == "meta":
+            raise TypeError("a torch tensor on the 'meta' device holds no values, only a shape "
+                            "and a dtype; make it on a device that holds data (cpu, cuda)")
         return x.detach().cpu().numpy()
     if compat.is_cupy_array(x):
         return x.get()

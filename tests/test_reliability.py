@@ -297,6 +297,15 @@ def test_torch_input_that_requires_grad_does_not_chain_the_parameters():
     assert not any(p.requires_grad for p in model.params)
 
 
+def test_torch_meta_tensors_are_refused_clearly():
+    """Issue 20, item 12: a 'meta' tensor holds no values; one_hot raised torch's
+    NotImplementedError."""
+    torch = pytest.importorskip("torch")
+    labels = torch.zeros(4, dtype=torch.int64, device="meta")
+    with pytest.raises(TypeError, match="'meta' device holds no values"):
+        pm.one_hot(labels, 2)
+
+
 # --- 8. gradcheck ---------------------------------------------------------------------
 
 def _xor():

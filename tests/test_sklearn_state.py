@@ -18,7 +18,7 @@ from sklearn.datasets import make_classification, make_regression
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.neural_network import MLPClassifier as SkClassifier
-from sklearn_helpers import numpy_session, own_backends, quiet
+from sklearn_helpers import numpy_session, own_backends, quiet, torch_session
 
 from portable_mlp import _backend
 from portable_mlp.sklearn import MLPClassifier, MLPRegressor, _stochastic
@@ -373,3 +373,15 @@ def test_weight_errors_name_the_attribute(backend, blobs, dtype):
     wrong = est.placement_.from_host(np.zeros((4, 3)))
     with pytest.raises(ValueError, match=r"^coefs_\[1\] has shape"):
         est.coefs_ = [est.coefs_[0], wrong]
+
+
+@torch_session
+def test_torch_meta_tensors_are_refused_as_weights(blobs):
+    """Issue 20, item 12: assigning a 'meta' tensor raised torch's NotImplementedError."""
+    torch = pytest.importorskip("torch")
+    X, y = blobs
+    est = quiet(MLPClassifier((5,), max_iter=2, random_state=0, backend="torch"), X, y)
+    before = snapshot(est)
+    with pytest.raises(TypeError, match="'meta' device holds no values"):
+        est.coefs_[0] = torch.zeros((6, 5), dtype=torch.float64, device="meta")
+    assert_unchanged(est, before)
