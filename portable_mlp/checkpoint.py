@@ -509,7 +509,7 @@ def _saved_optimizer(name: str, config: Any) -> optim.Optimizer:
     exactly the keys ``save`` writes, each of the JSON type it writes (a bool for a bool,
     a number with a fraction for a float), and in the range the optimizer accepts."""
     cls = optim.OPTIMIZERS[name]
-    expected = _optimizer_config(cls(), None)["config"]
+    expected = _optimizer_config(cls(lr=1.0), None)["config"]  # its keys and types
     if not isinstance(config, dict):
         raise _bad("metadata 'optimizer' lacks its config")
     if set(config) != set(expected):
