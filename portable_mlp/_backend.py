@@ -434,9 +434,15 @@ def from_host(name: str, x: np.ndarray, device: Any, dtype: Any) -> Any:
         import jax
 
         return jax.device_put(np.asarray(x, dtype=dtype_name(dtype)), device, may_alias=False)
-    if name == "torch" and not x.flags.writeable:
-        x = np.array(x)  # torch refuses to share read-only memory (a memmap, say)
-    return xp.asarray(x, dtype=dtype, device=device)
+    return xp.asarray(shareable(name, x), dtype=dtype, device=device)
+
+
+def shareable(name: str, x: np.ndarray) -> np.ndarray:
+    """``x``, or a copy where the backend cannot share its memory: torch refuses
+    read-only memory (a memmap, say) and negative strides (a view such as ``X[::-1]``)."""
+    if name == "torch" and (not x.flags.writeable or any(s < 0 for s in x.strides)):
+        return np.array(x)
+    return x
 
 
 def detached(x: Any) -> Any:
@@ -456,6 +462,9 @@ def to_host(x: Any) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     if compat.is_torch_array(x):
+        if x.device.type == "meta":
+            raise TypeError("a torch tensor on the 'meta' device holds no values, only a shape "
+                            "and a dtype; make it on a device that holds data (cpu, cuda)")
         return x.detach().cpu().numpy()
     if compat.is_cupy_array(x):
         return x.get()
@@ -729,7 +738,8 @@ class Placement:
         """Integer indices for ``xp.take`` (dask takes host indices best)."""
         if self.backend == "dask":
             return host
-        return self.xp.asarray(host, dtype=self.int_dtype, device=self.device_obj)
+        return self.xp.asarray(shareable(self.backend, host), dtype=self.int_dtype,
+                               device=self.device_obj)
 
     @functools.cached_property
     def int_dtype(self) -> Any:

@@ -60,6 +60,7 @@ ALL_CODES = ("BOOL", "U8", "I8", "U16", "I16", "F16", "BF16", "U32", "I32", "F32
 METADATA_KEYS = {"format", "format_version", "portable_mlp_version", "pieces", "dtype",
                  "n_params", "optimizer"}
 OPTIMIZER_KEYS = {"name", "config", "schedule", "step", "slots"}
+MAX_STEP = 2**53  # an optimizer's step count: exact as a float, far beyond any training
 # temporary files of a save: ".pm-<pid>-<random>.tmp", short whatever the target's name
 TEMPORARY = re.compile(r"\.pm-(\d+)-[0-9a-f]{16}\.tmp")
 STALE_AFTER = 60.0  # seconds untouched before a dead process's temporary file is removed
@@ -481,16 +482,13 @@ class _Checkpoint:
         extra = set(record) - OPTIMIZER_KEYS
         if extra:
             raise _bad(f"metadata 'optimizer' has unknown keys {sorted(extra)}"[:300])
-        config = record.get("config")
-        if not isinstance(config, dict):
-            raise _bad("metadata 'optimizer' lacks its config")
-        try:
-            opt = optim.OPTIMIZERS[name](**config)
-        except (ValueError, TypeError) as exc:
-            raise _bad(f"optimizer config {config!r} is not valid ({exc})"[:400]) from None
+        if not isinstance(record.get("schedule"), str):
+            raise _bad("metadata 'optimizer' lacks its schedule's description (a string)")
+        opt = _saved_optimizer(name, record.get("config"))
         tensors = {}
         if "step" in record or "slots" in record:
-            _int(record.get("step"), "optimizer step")
+            if _int(record.get("step"), "optimizer step") > MAX_STEP:
+                raise _bad(f"optimizer step {record['step']} is over {MAX_STEP}")
             slots = record.get("slots")
             if not isinstance(slots, list) or len(slots) != len(shapes):
                 raise _bad("optimizer slots must list a count per parameter")
@@ -504,6 +502,27 @@ class _Checkpoint:
                 tensors.update({f"optimizer.{i}.{j}": shape for j in range(count)})
         record["tensors"] = tensors
         return record
+
+
+def _saved_optimizer(name: str, config: Any) -> optim.Optimizer:
+    """The optimizer that a saved config describes, checked as strictly as a tensor:
+    exactly the keys ``save`` writes, each of the JSON type it writes (a bool for a bool,
+    a number with a fraction for a float), and in the range the optimizer accepts."""
+    cls = optim.OPTIMIZERS[name]
+    expected = _optimizer_config(cls(lr=1.0), None)["config"]  # its keys and types
+    if not isinstance(config, dict):
+        raise _bad("metadata 'optimizer' lacks its config")
+    if set(config) != set(expected):
+        raise _bad(f"optimizer config has the keys {sorted(config)}, {name} saves "
+                   f"{sorted(expected)}"[:300])
+    for key, value in config.items():
+        if type(value) is not type(expected[key]):
+            raise _bad(f"optimizer config {key!r} must be a {type(expected[key]).__name__}, "
+                       f"got {value!r}"[:300])
+    try:
+        return cls(**config)
+    except (ValueError, TypeError) as exc:
+        raise _bad(f"optimizer config {config!r} is not valid ({exc})"[:400]) from None
 
 
 def _param_shapes(pieces: list[layers.Piece]) -> list[tuple[int, ...]]:
@@ -587,12 +606,23 @@ def load_optimizer(path: str | os.PathLike[str], model: Sequential,
     state = None
     if "step" in record:
         place = model.placement
+        _check_step_fits(record["step"], place)
         slots = [[place.from_host(validation.cast_finite(s, place.dtype,
                                                          f"optimizer state {i}.{j}"))
                   for j, s in enumerate(ss)] for i, ss in enumerate(record["slots"])]
         state = {"step": record["step"], "slots": slots}
     opt.state = state
     return opt
+
+
+def _check_step_fits(step: int, place: Placement) -> None:
+    """Refuse a step count beyond the model's integers (JAX without x64: int32), which
+    compiled training could not take."""
+    limit = int(np.iinfo(_backend.dtype_name(place.int_dtype)).max)
+    if step > limit:
+        raise ValueError(f"the checkpoint's optimizer step {step} is over {limit}, the "
+                         f"largest {_backend.dtype_name(place.int_dtype)} of this "
+                         f"{place.backend} model")
 
 
 # --- the callback -----------------------------------------------------------

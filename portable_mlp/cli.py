@@ -44,10 +44,11 @@ SMALL_STEP_FLOP = 1e8    # below this, a step costs NumPy about 10 ms or less
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors on one line that points to the help."""
+    """argparse, with its errors on one line that starts ``portable-mlp: error:`` (a
+    subcommand's too, as every other error of the command) and points to the help."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
 
 
 def _number(kind: Callable[[str], Any], test: Callable[[Any], bool], what: str
@@ -70,7 +71,11 @@ _count = _number(int, lambda v: v >= 2, "an integer >= 2")
 _non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
 _positive_float = _number(float, lambda v: v > 0, "a positive number")
 _non_negative_float = _number(float, lambda v: v >= 0, "a non-negative number")
-_momentum = _number(float, lambda v: 0 <= v < 1, "a momentum in [0, 1)")
+_momentum = _number(float, lambda v: 0 <= v <= 1, "a momentum in [0, 1]")
+# more threads than a few per core only wait for each other; torch crashes on 99999
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+_threads = _number(int, lambda v: 1 <= v <= MAX_THREADS,
+                   f"a thread count from 1 to {MAX_THREADS} (4 per CPU core)")
 
 
 def _file_name(text: str) -> Path:
@@ -118,7 +123,7 @@ def _add_training_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any
                      help=f"passes over the data (default {d['epochs']})")
     fit.add_argument("--batch-size", type=_positive_int, default=None,
                      help="mini-batch size (default: the whole data set)")
-    fit.add_argument("--threads", type=_positive_int, default=None,
+    fit.add_argument("--threads", type=_threads, default=None,
                      help="threads for torch and the BLAS library (default: theirs; 1 is "
                      "often faster for small networks on a busy machine)")
     out = parser.add_argument_group("output")

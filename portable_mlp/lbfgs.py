@@ -81,10 +81,18 @@ class LBFGS:
                           options={"maxiter": self.max_iter, "maxfun": self.max_fun,
                                    "gtol": self.tol})
         if not (math.isfinite(result.fun) and np.isfinite(result.x).all()):
-            raise DivergenceError(int(result.nit) + 1, curve[-1] if curve else None)
+            raise _divergence(curve)
         model.load_params(objective.unflatten_host(result.x))
         result.loss_curve = curve
         return result
+
+
+def _divergence(curve: list[float]) -> DivergenceError:
+    """The error of a run that ended non-finite, given the loss after each iteration: at
+    the first iteration whose loss is not finite (else the one after the last), with the
+    finite loss before it (None if there was none)."""
+    bad = next((i for i, v in enumerate(curve) if not math.isfinite(v)), len(curve))
+    return DivergenceError(bad + 1, curve[bad - 1] if bad else None)
 
 
 class _Objective:

@@ -108,6 +108,13 @@ class Optimizer:
         except OverflowError:
             return math.inf
 
+    def rule_settings(self) -> tuple[tuple[str, Any], ...]:
+        """The settings the update rule reads (momentum, betas ...): compiled code holds
+        them as constants. Not the rate nor the schedule: those are computed on the host
+        and passed in, so that changing them needs no new compilation."""
+        return tuple((k, v) for k, v in sorted(vars(self).items())
+                     if k not in ("lr", "schedule", "state"))
+
     def init_state(self, xp: Any, params: list[Array]) -> dict[str, Any]:
         return {"step": 0, "slots": [[] for _ in params]}
 
@@ -168,8 +175,8 @@ class SGD(Optimizer):
                  schedule: Schedule | None = None) -> None:
         super().__init__(lr, schedule)
         self.momentum = validation.non_negative("momentum", momentum)
-        if self.momentum >= 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if self.momentum > 1.0:  # 1: no decay, as scikit-learn allows
+            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
         if nesterov and not self.momentum:
             raise ValueError("nesterov=True needs a momentum > 0")
         self.nesterov = bool(nesterov)

@@ -192,9 +192,10 @@ class Trainer:
 
     def _function(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` bound to this trainer's settings, compiled where the trainer compiles:
-        once per distinct setting, reused across steps and fits."""
-        key = (fn.__name__, self.loss, self.l2, self.clip_norm, repr(self.optimizer),
-               id(self.optimizer), id(self.model))
+        once per distinct setting, reused across steps and fits. The learning rate is
+        no setting: it is passed in, so a schedule compiles once."""
+        key = (fn.__name__, self.loss, self.l2, self.clip_norm,
+               repr(self.optimizer.rule_settings()), id(self.optimizer), id(self.model))
         found = self._functions.get(key)
         if found is None:
             settings = steps.Settings(self.model, self.optimizer, self._loss_fn, self.l2,
@@ -424,9 +425,11 @@ class Trainer:
         step0 = state["step"]
         lrs = [optimizer.learning_rate(step0 + k) for k in plan.steps_before]
         run = self._function(steps.scan_epoch)
-        params, slots, guard, summary = run(
-            model.params, state["slots"], step0, self._guard or steps.fresh_guard(placement),
-            data.X, data.Y, data.labels, *plan.arguments(placement, lrs))
+        guard = self._guard or steps.fresh_guard(placement)
+        with placement.quiet():  # a rate beyond the dtype's range is cast to inf: diverges
+            params, slots, guard, summary = run(model.params, state["slots"], step0, guard,
+                                                data.X, data.Y, data.labels,
+                                                *plan.arguments(placement, lrs))
         model.params = self._params = params
         optimizer.state = self._state = {"step": step0 + plan.n_steps, "slots": slots}
         self.steps += plan.n_steps

@@ -2,8 +2,11 @@
 
 Every input must either load (a mutation that still describes a valid model, e.g. a
 flipped bit inside a weight) or raise ValueError. The mutations: random bytes, byte
-flips, cuts, splices, forged lengths, edits of the header's fields, and types
-substituted into any field of the header or of the JSON held in its metadata.
+flips, cuts, splices, forged lengths, edits of the header's fields, types
+substituted into any field of the header or of the JSON held in its metadata, and
+hostile values put into, removed from or added to the optimizer record. A file that
+loads must hold what ``save`` writes: its optimizer record is the one save writes for
+the optimizer it describes (the same JSON types, a step count in range).
 Anything else is a bug: the script prints it and exits with status 1.
 
     python scripts/fuzz_loader.py --n 1000000 --seed 0
@@ -24,7 +27,7 @@ import traceback
 import numpy as np
 
 import portable_mlp as pm
-from portable_mlp import checkpoint
+from portable_mlp import checkpoint, optim
 
 CODES = [*checkpoint.ALL_CODES, "F128", "", "f64", None, 3]
 
@@ -104,6 +107,49 @@ def substitute_type(rng: np.random.Generator, data: bytes) -> bytes:
     return join(substituted(rng, header), body)
 
 
+HOSTILE: list[object] = [None, True, False, 0, 1, -1, 0.0, 0.5, 1.0, -0.5, 1.5, 2**31,
+                         2**53, 2**53 + 1, 2**63, 2**64, 1e308, float("inf"), "", "no", "0.1",
+                         "sgd", "adam", [], [1], {}, {"lr": 0.1}]
+
+
+def mutate_optimizer(rng: np.random.Generator, bases: list[bytes]) -> bytes:
+    """A file whose optimizer record has one field set to a hostile value, removed, or
+    one key added next to it."""
+    data = pick(rng, [b for b in bases if "optimizer" in split(b)[0]["__metadata__"]])
+    header, body = split(data)
+    record = json.loads(header["__metadata__"]["optimizer"])
+    path = pick(rng, paths(record)[1:])
+    parent = record
+    for key in path[:-1]:
+        parent = parent[key]
+    action = rng.integers(4)
+    if action == 0 and isinstance(parent, dict):
+        del parent[path[-1]]
+    elif action == 1 and isinstance(parent, dict):
+        parent[pick(rng, ["lr", "momentum", "nesterov", "beta1", "eps", "extra", "step"])] = \
+            json.loads(json.dumps(pick(rng, HOSTILE)))
+    else:
+        parent[path[-1]] = json.loads(json.dumps(pick(rng, HOSTILE)))
+    header["__metadata__"]["optimizer"] = json.dumps(record)
+    return join(header, body)
+
+
+def check_saved_form(data: bytes) -> None:
+    """A file that loaded holds an optimizer record that save writes (AssertionError
+    otherwise): its config is exactly what save writes for the optimizer it builds (JSON
+    types included: true is not 1), its schedule a string, its step in range."""
+    record = checkpoint._Checkpoint(data).optimizer
+    if record is None:
+        return
+    opt = optim.OPTIMIZERS[record["name"]](**record["config"])
+    again = checkpoint._optimizer_config(opt, None)["config"]
+    assert json.dumps(again, sort_keys=True) == json.dumps(record["config"], sort_keys=True), \
+        f"loaded the config {record['config']}, which save writes as {again}"
+    assert isinstance(record["schedule"], str), f"loaded the schedule {record['schedule']!r}"
+    step = record.get("step", 0)
+    assert type(step) is int and 0 <= step <= checkpoint.MAX_STEP, f"loaded step {step!r}"
+
+
 def mutate_header(rng: np.random.Generator, data: bytes) -> bytes:
     header, body = split(data)
     names = [k for k in header if k != "__metadata__"]
@@ -175,7 +221,7 @@ def mutate_header(rng: np.random.Generator, data: bytes) -> bytes:
 
 def mutate(rng: np.random.Generator, bases: list[bytes]) -> bytes:
     data = bases[rng.integers(len(bases))]
-    kind = rng.integers(10)
+    kind = rng.integers(11)
     if kind == 0:
         return rng.bytes(int(rng.integers(0, 300)))
     if kind == 1:
@@ -200,6 +246,8 @@ def mutate(rng: np.random.Generator, bases: list[bytes]) -> bytes:
         return bytes(buf)
     if kind == 7:
         return substitute_type(rng, data)
+    if kind == 8:
+        return mutate_optimizer(rng, bases)
     return mutate_header(rng, data)
 
 
@@ -229,6 +277,7 @@ def main() -> int:
                     pm.load(path)
                 else:
                     checkpoint.loads(data)
+                check_saved_form(data)
                 counts["loaded"] += 1
             except ValueError as exc:
                 counts["ValueError"] += 1

@@ -297,7 +297,9 @@ HOSTILE = {
     "dtype vs metadata": (_edit(_meta("dtype", "float32")), "is float64, the metadata says"),
     "bad optimizer": (_edit(_meta("optimizer", '{"name": "evil", "config": {}}')),
                       "must name one of"),
-    "bad optimizer config": (_edit(_meta("optimizer", '{"name": "sgd", "config": {"lr": -1}}')),
+    "bad optimizer config": (_edit(_meta("optimizer", '{"name": "sgd", "config": {"lr": -1.0, '
+                                         '"momentum": 0.0, "nesterov": false}, '
+                                         '"schedule": "constant()"}')),
                              "is not valid"),
     "NaN weights": (lambda d: d[:-8] + struct.pack("<d", float("nan")), "holds NaN or inf"),
 }

@@ -116,6 +116,60 @@ def test_an_optimizer_name_of_the_wrong_type_is_a_value_error(name):
         checkpoint.loads(_join(header, body))
 
 
+def _forge_record(data, edit):
+    """The file with its optimizer record changed by ``edit(record)``."""
+    header, body = _parts(data)
+    record = json.loads(header["__metadata__"]["optimizer"])
+    edit(record)
+    header["__metadata__"]["optimizer"] = json.dumps(record)
+    return _join(header, body)
+
+
+HOSTILE_RECORDS = {
+    "nesterov 'no'": lambda r: r["config"].update(nesterov="no"),
+    "nesterov 1": lambda r: r["config"].update(nesterov=1),
+    "momentum true": lambda r: r["config"].update(momentum=True),
+    "lr as a string": lambda r: r["config"].update(lr="0.1"),
+    "a config key missing": lambda r: r["config"].pop("momentum"),
+    "an extra config key": lambda r: r["config"].update(dampening=0.5),
+    "schedule 123": lambda r: r.update(schedule=123),
+    "no schedule": lambda r: r.pop("schedule"),
+    "step 2**63": lambda r: r.update(step=2**63),
+    "step 2.0": lambda r: r.update(step=2.0),
+}
+
+
+@pytest.mark.parametrize("edit", HOSTILE_RECORDS.values(), ids=HOSTILE_RECORDS)
+def test_a_hostile_optimizer_record_is_a_value_error(tmp_path, edit):
+    """Issue 20, item 4: each field of the optimizer record is checked for its type and
+    range, as the tensors are (nesterov 'no' loaded as True, step 2**63 was taken)."""
+    model, opt = _trained(pm.SGD(lr=0.1, momentum=0.9, nesterov=True))
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(_forge_record(checkpoint.dumps(model, opt), edit))
+    with pytest.raises(ValueError, match="not a valid portable_mlp checkpoint"):
+        pm.load(path)
+    with pytest.raises(ValueError, match="not a valid portable_mlp checkpoint"):
+        pm.load_optimizer(path, model)
+
+
+def test_a_step_beyond_the_models_integers_is_refused_before_training(tmp_path):
+    """JAX without x64 counts steps in int32: a compiled resume past it raised
+    OverflowError."""
+    jax = pytest.importorskip("jax")
+    model, opt = _trained(pm.Adam(lr=0.01))
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(_forge_record(checkpoint.dumps(model, opt),
+                                   lambda r: r.update(step=2**31)))
+    assert pm.load_optimizer(path, model).state["step"] == 2**31  # NumPy counts in int64
+    x64 = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(ValueError, match="over 2147483647, the largest int32"):
+            pm.load_optimizer(path, pm.load(path, backend="jax", dtype="float32"))
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+
+
 # --- 14. forged slot counts ---------------------------------------------------------------
 
 def _forge_slots(data, counts):

@@ -43,7 +43,7 @@ def assert_user_error(result, *fragments):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("portable-mlp") and ": error: " in lines[0]
+    assert lines[0].startswith("portable-mlp: error: ")  # as the README says
     for fragment in fragments:
         assert fragment in lines[0]
 
@@ -153,6 +153,7 @@ def test_import_does_not_need_matplotlib():
     (["xor", "--lr", "nan"], ["--lr"]),
     (["xor", "--epochs", "ten"], ["--epochs", "expected a positive integer"]),
     (["xor", "--momentum", "1.5"], ["--momentum"]),
+    (["xor", "--threads", "99999"], ["--threads", "expected a thread count from 1 to"]),
     (["xor", "--hidden", "0"], ["--hidden"]),
     (["train", "--dataset", "mnist"], ["invalid choice: 'mnist'"]),
     (["train", "--dataset", "xor", "--noise", "0.1"], ["--noise does not apply to xor"]),

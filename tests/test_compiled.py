@@ -143,3 +143,42 @@ def test_train_step_takes_the_schedules_rate_under_jit():
         ref.step(X, Y)
     for p, r in zip(params, ref.model.params):
         np.testing.assert_allclose(np.asarray(p), r, rtol=1e-12)
+
+
+SCHEDULES = [pm.optim.constant(), pm.optim.step_decay(every=2), pm.optim.exponential_decay(0.9),
+             pm.optim.inverse_scaling(0.5), pm.optim.cosine(steps=10)]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=repr)
+def test_a_schedule_compiles_once_per_fit(traces, schedule):
+    """The rate is computed on the host and passed in: a fit compiles once, and the next
+    fit of the same trainer (its lr changed, as scikit-learn's schedules change it) reuses
+    that compilation."""
+    X, Y = _xor()
+    trainer = pm.Trainer(pm.MLP([2, 5, 2], seed=3, backend="jax"),
+                         optimizer=pm.SGD(lr=0.1, momentum=0.5, schedule=schedule))
+    trainer.fit(X, Y, epochs=4, batch_size=32, progress=False)
+    trainer.optimizer.lr /= 5.0
+    trainer.fit(X, Y, epochs=2, batch_size=32, progress=False)
+    assert traces[0] == 1
+
+
+@pytest.mark.parametrize("learning_rate", ["constant", "invscaling", "adaptive"])
+def test_scikit_learn_schedules_compile_once_per_fit(traces, learning_rate):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from portable_mlp.sklearn import MLPClassifier
+
+    X, y = pm.datasets.xor(n=100, seed=1)
+    adaptive = learning_rate == "adaptive"  # no improvement by tol=10: the rate is divided
+    est = MLPClassifier((5,), solver="sgd", learning_rate=learning_rate, max_iter=8,
+                        batch_size=32, tol=10.0 if adaptive else 0.0,
+                        n_iter_no_change=1 if adaptive else 10, random_state=0, backend="jax")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y)
+    assert est.n_iter_ == 8 and traces[0] == 1
+    lr = est._trainer.optimizer.lr
+    assert lr == 1e-3 if learning_rate == "constant" else lr < 1e-3 / 5

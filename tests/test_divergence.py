@@ -172,3 +172,20 @@ def test_a_schedule_that_grows_past_floats_range_is_a_divergence(deferred):
         pm.Trainer(model, optimizer=opt).fit(X, y, epochs=2000, progress=False)
     assert info.value.step == 1025  # the 0-based step 1024 is the first past float's range
     assert all(np.isfinite(p).all() for p in model.host_params())
+
+
+@pytest.mark.parametrize("scale, step", [(1e17, 6), (1e19, 1)])  # later; at once
+def test_lbfgs_reports_its_last_finite_loss(scale, step):
+    """Issue 20, item 5: float32 losses of ~1e38 overflow, and the error named the last
+    loss of the curve, inf, as the "last finite loss" (and step 51 where the first
+    iteration's loss was already inf)."""
+    pytest.importorskip("scipy")
+    X, y = pm.datasets.xor(n=60, seed=0)
+    model = pm.MLP([2, 8, 2], activation="identity", output="identity", seed=0,
+                   dtype="float32")
+    with pytest.raises(pm.DivergenceError) as info:
+        pm.LBFGS(max_iter=50).minimize(model, X * scale, pm.one_hot(y, 2) * scale)
+    last = info.value.last_loss
+    assert info.value.step == step
+    assert (last is None) == (step == 1) and (last is None or np.isfinite(last))
+    assert "last finite loss: inf" not in str(info.value)

@@ -3,6 +3,7 @@ entry point refusing bad input before anything changes (issue 13)."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -66,6 +67,33 @@ def test_an_update_that_overflows_is_a_divergence_on_every_backend(backend):
     for a, b in zip(_host(trainer.model.params), start, strict=True):
         np.testing.assert_array_equal(a, b)
     assert trainer.steps == 0 == trainer.optimizer.state["step"]
+
+
+@pytest.mark.parametrize("batch_size", [None, 32])  # compiled: no scan, and a scan
+def test_a_rate_beyond_float32_is_a_divergence_not_a_warning(backend, batch_size):
+    """1e300 is inf in float32: the step diverges (pytest runs with -W error). JAX runs
+    as it does by default, without x64 (a Python float is then cast to float32)."""
+    X, y = pm.datasets.xor(n=60, seed=0)
+    with _without_x64(backend):
+        model = pm.MLP([2, 3, 2], seed=0, backend=backend, dtype="float32")
+        trainer = pm.Trainer(model, optimizer=pm.SGD(lr=1e300))
+        with pytest.raises(pm.DivergenceError):
+            trainer.fit(X, pm.one_hot(y, 2), epochs=2, batch_size=batch_size, progress=False)
+
+
+@contextlib.contextmanager
+def _without_x64(backend):
+    if backend != "jax":
+        yield
+        return
+    import jax
+
+    x64 = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", x64)
 
 
 @pytest.mark.parametrize("deferred", [False, True], ids=["read-every-step", "deferred"])
@@ -269,6 +297,15 @@ def test_torch_input_that_requires_grad_does_not_chain_the_parameters():
     assert not any(p.requires_grad for p in model.params)
 
 
+def test_torch_meta_tensors_are_refused_clearly():
+    """Issue 20, item 12: a 'meta' tensor holds no values; one_hot raised torch's
+    NotImplementedError."""
+    torch = pytest.importorskip("torch")
+    labels = torch.zeros(4, dtype=torch.int64, device="meta")
+    with pytest.raises(TypeError, match="'meta' device holds no values"):
+        pm.one_hot(labels, 2)
+
+
 # --- 8. gradcheck ---------------------------------------------------------------------
 
 def _xor():
@@ -431,3 +468,28 @@ def test_a_backend_of_the_wrong_type_is_a_type_error(backend, tmp_path):
     if backend is not None:  # to(None) keeps the model's backend
         with pytest.raises(TypeError, match=match):
             pm.MLP([2, 2]).to(backend)
+
+
+# --- issue 20, item 7: any valid NumPy view is data ---------------------------------------
+
+def _reversed(a):
+    """``a`` as a view with negative strides (a reversed copy, reversed again)."""
+    return np.ascontiguousarray(a[::-1])[::-1]
+
+
+def test_negative_stride_views_are_data_everywhere(backend):
+    """torch refused to share NumPy memory with negative strides (X[::-1]) for a float64
+    model: fit's data, labels and weights, validation data, predictions, gradients,
+    L-BFGS and load_params."""
+    X, y = pm.datasets.xor(n=40, seed=0)
+    Y = np.asarray(pm.one_hot(y, 2))
+    Xr, Yr, w = _reversed(X), _reversed(Y), _reversed(np.linspace(0.5, 1.5, 40))
+    assert Xr.strides[0] < 0
+    model = pm.MLP([2, 3, 2], seed=0, backend=backend, dtype="float64")
+    pm.Trainer(model).fit(Xr, Yr, epochs=1, sample_weight=w, validation_data=(Xr, Yr),
+                          progress=False)
+    pm.Trainer(model).fit(Xr, _reversed(y.astype(np.int64)), epochs=1, progress=False)
+    model.predict_proba(Xr)
+    pm.value_and_grad(model, Xr, Yr, sample_weight=w)
+    pm.LBFGS(max_iter=2).minimize(model, Xr, Yr, sample_weight=w)
+    model.load_params([_reversed(p) for p in model.host_params()])

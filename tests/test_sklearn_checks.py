@@ -13,7 +13,7 @@ from sklearn.neural_network import MLPClassifier as SkClassifier
 from sklearn.neural_network import MLPRegressor as SkRegressor
 from sklearn.utils._param_validation import StrOptions, make_constraint
 from sklearn.utils.estimator_checks import parametrize_with_checks
-from sklearn_helpers import own_backends, torch_session
+from sklearn_helpers import numpy_session, own_backends, torch_session
 
 from portable_mlp.sklearn import MLPClassifier, MLPRegressor
 
@@ -120,3 +120,18 @@ def test_every_fitted_attribute_of_scikit_learns_is_ours_too(ours, theirs, solve
     for name in ("n_iter_", "n_layers_", "n_outputs_", "out_activation_", "t_",
                  "n_features_in_"):
         assert getattr(mine, name) == getattr(sk, name), name
+
+
+@numpy_session
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("ours, theirs", PAIRS)
+def test_momentum_one_trains_as_in_scikit_learn(ours, theirs, nesterov):
+    """Issue 20, item 9: both declare momentum in [0, 1]; 1.0 raised here."""
+    X = np.random.default_rng(0).standard_normal((40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    params = dict(hidden_layer_sizes=(3,), solver="sgd", momentum=1.0, max_iter=3,
+                  nesterovs_momentum=nesterov, learning_rate_init=0.01, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mine, ref = ours(**params).fit(X, y), theirs(**params).fit(X, y)
+    np.testing.assert_allclose(mine.loss_curve_, ref.loss_curve_, rtol=1e-9)

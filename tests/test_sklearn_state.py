@@ -18,7 +18,7 @@ from sklearn.datasets import make_classification, make_regression
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.neural_network import MLPClassifier as SkClassifier
-from sklearn_helpers import numpy_session, own_backends, quiet
+from sklearn_helpers import numpy_session, own_backends, quiet, torch_session
 
 from portable_mlp import _backend
 from portable_mlp.sklearn import MLPClassifier, MLPRegressor, _stochastic
@@ -169,6 +169,7 @@ def test_refused_calls_leave_the_fitted_estimator_as_it_was(backend, blobs):
                               backend=backend), X, y)
     est.partial_fit(X, y)  # the optimizer holds state now
     before = snapshot(est)
+    model, coefs = est.model_, list(est.coefs_)
     negative = np.where(np.arange(len(y)) == 3, -1.0, 1.0)
     nan_X = X.copy()
     nan_X[0, 0] = np.nan
@@ -181,6 +182,23 @@ def test_refused_calls_leave_the_fitted_estimator_as_it_was(backend, blobs):
         with pytest.raises(ValueError):
             call()
         assert_unchanged(est, before)
+        # restored in place (issue 20, item 6): the arrays read before are the model's
+        assert est.model_ is model and all(a is b for a, b in zip(est.coefs_, coefs))
+
+
+def test_arrays_read_before_a_failed_fit_stay_the_models():
+    """A fit that trains, then diverges, puts the model's own arrays back: changing one
+    in place still changes the model."""
+    X, y = _exploding()
+    est = quiet(MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, random_state=0,
+                             solver="sgd", warm_start=True), X / 1e3, y / 1e6)
+    coefs = est.coefs_
+    est.set_params(learning_rate_init=1e3, max_iter=20)
+    with pytest.raises(ValueError, match=f"^{NON_FINITE}"), np.errstate(all="ignore"):
+        est.fit(X, y)
+    coefs[1][...] = 0.0
+    est.intercepts_[1][...] = 7.0
+    np.testing.assert_array_equal(est.predict(X), 7.0)
 
 
 # --- divergence -------------------------------------------------------------------------
@@ -280,3 +298,90 @@ def test_ctrl_c_keeps_the_epochs_trained_as_scikit_learn(default_sigint, monkeyp
         est.fit(X, y)
     assert est.n_iter_ == len(est.loss_curve_) == 3
     assert est.predict(X).shape == (len(y),)
+
+
+# --- copies leave the original alone (issue 20, item 1) ---------------------------------
+
+def _twins(backend, X, y, **kwargs):
+    """Two estimators fitted alike (adam, partial_fit: the optimizer holds state)."""
+    def one():
+        est = MLPClassifier((5,), random_state=0, backend=backend, **kwargs)
+        est.partial_fit(X, y, classes=np.unique(y))
+        return est
+    return one(), one()
+
+
+def _copy_every_way(est):
+    from sklearn.base import clone
+
+    pickle.loads(pickle.dumps(est))
+    copy.deepcopy(est)
+    clone(est)
+
+
+def test_pickling_copying_and_cloning_leave_the_estimator_as_it_was(backend, blobs):
+    X, y = blobs
+    est, twin = _twins(backend, X, y)
+    trainer, dtype = est._trainer, est.model_dtype_
+    _copy_every_way(est)
+    assert est._trainer is trainer and est.model_dtype_ == dtype
+    assert_unchanged(est, snapshot(twin))
+    est.partial_fit(X, y), twin.partial_fit(X, y)  # Adam goes on from its step, as the twin's
+    assert_unchanged(est, snapshot(twin))
+    est.coefs_ = [_backend.to_host(c) for c in twin.coefs_]  # needs model_dtype_
+
+
+@own_backends
+def test_copies_under_array_api_dispatch_leave_classes_on_the_model(blobs):
+    torch = pytest.importorskip("torch")
+    import sklearn
+
+    X, y = blobs
+    Xt, yt = torch.asarray(X), torch.asarray(np.unique(y, return_inverse=True)[1])
+    with sklearn.config_context(array_api_dispatch=True):
+        est = quiet(MLPClassifier((5,), max_iter=2, random_state=0), Xt, yt)
+        _copy_every_way(est)
+        assert isinstance(est.classes_, torch.Tensor)
+        assert est.predict(Xt).shape == (len(y),)
+
+
+def test_negative_stride_views_fit_and_predict(backend, blobs):
+    """Issue 20, item 7: X[::-1] on a float64 torch estimator raised torch's own error."""
+    X, y = blobs
+    Xr, yr = X[::-1], y[::-1]
+    w = np.linspace(0.5, 1.5, len(y))[::-1]
+    est = quiet(MLPClassifier((5,), max_iter=2, random_state=0, backend=backend, dtype="float64",
+                              early_stopping=True), Xr, yr, sample_weight=w)
+    reg = quiet(MLPRegressor(hidden_layer_sizes=(5,), max_iter=2, random_state=0, backend=backend,
+                             dtype="float64", solver="lbfgs"), Xr, Xr[:, :2])
+    assert est.predict_proba(Xr).shape == (len(y), 3) and reg.predict(Xr).shape == (len(y), 2)
+    est.coefs_ = [_backend.to_host(c).copy()[::-1] for c in est.coefs_]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_weight_errors_name_the_attribute(backend, blobs, dtype):
+    """Issue 20, item 8: where the backend owned the array (NumPy data on a NumPy model,
+    the model's own arrays), the error named params[1], not the attribute."""
+    X, y = blobs
+    est = quiet(MLPClassifier((5,), max_iter=2, random_state=0, backend=backend, dtype=dtype),
+                X, y)
+    nan, huge = np.full(5, np.nan), np.full(5, 1e300 if dtype == "float32" else np.inf)
+    for value in (nan, huge, est.placement_.from_host(nan)):
+        with pytest.raises(ValueError) as info:
+            est.intercepts_[0] = value
+        assert str(info.value).startswith("intercepts_[0] "), info.value
+    wrong = est.placement_.from_host(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"^coefs_\[1\] has shape"):
+        est.coefs_ = [est.coefs_[0], wrong]
+
+
+@torch_session
+def test_torch_meta_tensors_are_refused_as_weights(blobs):
+    """Issue 20, item 12: assigning a 'meta' tensor raised torch's NotImplementedError."""
+    torch = pytest.importorskip("torch")
+    X, y = blobs
+    est = quiet(MLPClassifier((5,), max_iter=2, random_state=0, backend="torch"), X, y)
+    before = snapshot(est)
+    with pytest.raises(TypeError, match="'meta' device holds no values"):
+        est.coefs_[0] = torch.zeros((6, 5), dtype=torch.float64, device="meta")
+    assert_unchanged(est, before)

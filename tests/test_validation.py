@@ -135,7 +135,7 @@ def test_integer_and_boolean_x_are_cast(xor_data):
     (lambda: pm.SGD(lr=-0.1), ValueError, "lr must be positive"),
     (lambda: pm.Adam(lr=float("nan")), ValueError, "lr must be positive and finite"),
     (lambda: pm.Adam(lr="fast"), TypeError, "lr must be a number"),
-    (lambda: pm.SGD(momentum=1.0), ValueError, "momentum must be in"),
+    (lambda: pm.SGD(momentum=1.5), ValueError, r"momentum must be in \[0, 1\]"),
     (lambda: pm.Adam(beta1=1.5), ValueError, "beta1 must be in"),
     (lambda: pm.MLP([2, 3, 2], activation="swish"), ValueError,
      "unknown activation 'swish'; expected one of sigmoid, tanh, relu, identity, softmax"),

@@ -108,24 +108,34 @@ class BaseMLP(BaseEstimator):
     def _fit(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
              classes: np.ndarray | None = None) -> BaseMLP:
         """Fit, or leave every fitted attribute (weights, optimizer, curves) as it was."""
-        before = self._fitted_state()
+        before, weights = self._fitted_state()
         try:
             self._fit_unguarded(X, y, sample_weight, incremental, classes)
         except BaseException:
-            self._restore(before)
+            self._restore(before, weights)
             raise
         return self
 
-    def _fitted_state(self) -> dict[str, Any]:
-        """A deep copy of everything but the parameters: what a failed fit restores."""
-        params = set(self._get_param_names())
-        return copy.deepcopy({k: v for k, v in vars(self).items() if k not in params})
+    def _fitted_state(self) -> tuple[dict[str, Any], list[Array] | None]:
+        """What a failed fit restores: a deep copy of everything but the parameters, in
+        which the model itself is kept, not copied, with the list of its arrays (training
+        makes new arrays, never changes these): arrays read from ``coefs_`` before the
+        call stay the model's."""
+        names = set(self._get_param_names())
+        state = {k: v for k, v in vars(self).items() if k not in names}
+        model = state.get("model_")
+        if model is None:
+            return copy.deepcopy(state), None
+        kept = [model, model.params, *model.params]
+        return copy.deepcopy(state, memo={id(x): x for x in kept}), model.params
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        params = set(self._get_param_names())
-        for key in [k for k in vars(self) if k not in params]:
+    def _restore(self, state: dict[str, Any], weights: list[Array] | None) -> None:
+        names = set(self._get_param_names())
+        for key in [k for k in vars(self) if k not in names]:
             delattr(self, key)
         self.__dict__.update(state)
+        if weights is not None:
+            self.model_.params = weights
 
     def _fit_unguarded(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
                        classes: np.ndarray | None) -> None:
@@ -313,7 +323,9 @@ class BaseMLP(BaseEstimator):
 
     # --- python protocol -----------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
+        # a copy: on Python 3.11+ scikit-learn hands back the live __dict__, which the
+        # lines below would strip of the trainer and move to the host
+        state = dict(super().__getstate__())
         trainer = state.pop("_trainer", None)
         if trainer is not None:
             opt = copy.copy(trainer.optimizer)

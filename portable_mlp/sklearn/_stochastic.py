@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
-from portable_mlp import _backend
+from portable_mlp import _backend, validation
 from portable_mlp.callback_base import Callback
 from portable_mlp.optim import SGD, Adam
 from portable_mlp.train import DivergenceError, Trainer, TrainingInterrupted
@@ -94,6 +94,8 @@ def _split(est: Any, X: Array, Y: Array, w: Array | None, y: Any
     if not est.early_stopping:
         return X, Y, w, None
     xp, n = est.placement_.xp, X.shape[0]
+    if w is not None:  # host weights: checked and placed on the model, to be split there
+        w = validation.sample_weights(est.model_, w, n)
     stratify = _backend.to_host(y) if est._stratify() else None  # the user's labels
     train, held = train_test_split(np.arange(n), random_state=est._random_state,
                                    test_size=est.validation_fraction, stratify=stratify)

@@ -14,9 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, SupportsIndex
 
-import numpy as np
-
-from portable_mlp import _backend
+from portable_mlp import validation
 
 Array = Any
 
@@ -73,18 +71,11 @@ def set_layers(est: Any, which: int, arrays: Iterable[Any]) -> None:
 
 
 def _checked(est: Any, name: str, value: Any, shape: tuple[int, ...]) -> Array:
-    """``value`` as an array the model takes: its backend's, or host data cast to the
-    model's dtype (so that a value beyond float32's range is caught as inf)."""
-    value = est._to_model(value)
-    if not est.placement_.owns(value):
-        host = np.asarray(value)
-        if host.dtype.kind not in "biuf":
-            raise TypeError(f"{name} has dtype {host.dtype}; expected real numbers")
-        with np.errstate(over="ignore"):
-            value = host.astype(_backend.dtype_name(est.model_dtype_))
-        if not np.isfinite(value).all():
-            raise ValueError(f"{name} contains NaN or inf (in the model's dtype "
-                             f"{value.dtype}); expected finite values")
+    """``value`` as an array the model takes, checked as the model checks its data (real
+    numbers, finite after the cast to the model's dtype, so that a value beyond float32's
+    range is caught as inf), whoever holds it: errors name ``name``."""
+    value = validation.as_array(est.model_, est._to_model(value), name, ndim=len(shape),
+                                check_values=True)
     if tuple(value.shape) != shape:
         raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {shape}")
     return value
