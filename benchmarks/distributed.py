@@ -137,6 +137,7 @@ def run_spmd(client: Any, X: Any, Y: Any, epochs: int, batch_size: int | None
     rest = per_step["steps"] - per_step["gradients"] - per_step["allreduce"] - per_step["update"]
     return {"fit_s": seconds, "step_s": per_step["steps"], "allreduce_s": per_step["allreduce"],
             "rest_s": rest, "buffer_bytes": rank["buffer_bytes"],
+            "rank_rows": [r["rows"] for r in timings["ranks"]],
             "dask_bytes_moved": _moved_bytes(client) - moved}
 
 
@@ -156,14 +157,19 @@ def compare_spmd(client: Any, n: int, epochs: int, batch_size: int | None, round
                  ) -> dict[str, Any]:
     """SPMD against one-process NumPy on the same data (made on the workers), in
     alternating rounds; the medians, and the ratios of each round."""
+    import distributed
+
     Xd, Yd = _dask_data(n, "float32")
     Xd, Yd = client.persist([Xd, Yd])
+    client.rebalance(distributed.futures_of(Xd))  # the blocks as a user balances them
     X, Y = Xd.compute(), Yd.compute()
     spmd, numpy = [], []
     for _ in range(rounds):
         numpy.append(run_numpy(X, Y, epochs, batch_size))
         spmd.append(run_spmd(client, Xd, Yd, epochs, batch_size))
-    median = {f"spmd_{key}": float(np.median([r[key] for r in spmd])) for key in spmd[0]}
+    median: dict[str, Any] = {f"spmd_{key}": float(np.median([r[key] for r in spmd]))
+                              for key in spmd[0] if key != "rank_rows"}
+    median["spmd_rank_rows"] = spmd[0]["rank_rows"]
     median.update({f"numpy_{key}": float(np.median([r[key] for r in numpy]))
                    for key in numpy[0]})
     return {"n": n, "batch_size": batch_size, "epochs": epochs, **median,
@@ -181,7 +187,44 @@ def _print_spmd(row: dict[str, Any]) -> None:
           f"(rounds: {steps}x); allreduce {row['spmd_allreduce_s'] * 1e3:.3f} ms "
           f"({row['spmd_allreduce_s'] / row['spmd_step_s']:.0%} of the step) of "
           f"{row['spmd_buffer_bytes']:,.0f} B; beyond gradients, allreduce and update "
-          f"{row['spmd_rest_s'] * 1e3:.3f} ms; dask moved {row['spmd_dask_bytes_moved']:,.0f} B")
+          f"{row['spmd_rest_s'] * 1e3:.3f} ms; dask moved {row['spmd_dask_bytes_moved']:,.0f} B; "
+          f"rows per rank {row['spmd_rank_rows']}")
+
+
+def _allreduce_times(name: str, rank: int, world: int, nbytes: int, repeats: int
+                     ) -> list[float]:
+    """On a worker: join the collective as ``fit_spmd``'s ranks do, time ``repeats``
+    allreduces of ``nbytes``."""
+    import distributed
+
+    from portable_mlp import collective
+
+    worker = distributed.get_worker()
+    comm = collective.connect("gloo", rank, world, distributed.Variable(name),
+                              distributed.comm.get_address_host(worker.address), 60.0)
+    buffer = np.ones(nbytes // 4, dtype=np.float32)
+    times = []
+    try:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            comm.allreduce_sum(buffer)
+            times.append(time.perf_counter() - start)
+    finally:
+        comm.close()
+    return times
+
+
+def allreduce_latency(client: Any, nbytes: int, repeats: int = 1000) -> dict[str, float]:
+    """gloo's allreduce alone between the 2 workers: the floor of an SPMD step."""
+    import uuid
+
+    workers = sorted(client.scheduler_info()["workers"])
+    name = f"allreduce-bench-{uuid.uuid4().hex}"
+    futures = [client.submit(_allreduce_times, name, rank, len(workers), nbytes, repeats,
+                             workers=[w], allow_other_workers=False, pure=False)
+               for rank, w in enumerate(workers)]
+    times = np.asarray(client.gather(futures)[0])
+    return {"bytes": nbytes, "median_s": float(np.median(times)), "mean_s": float(times.mean())}
 
 
 def run_threaded(Xh: np.ndarray, Yh: np.ndarray, epochs: int) -> dict[str, float]:
@@ -327,11 +370,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _spmd_rows(client: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    rows = [compare_spmd(client, int(float(n)), args.spmd_epochs, None, args.rounds)
+    # the buffer of a step: every gradient and 4 scalars, in float32
+    latency = allreduce_latency(client, (_model("numpy", "float32").n_params + 4) * 4)
+    print(f"gloo allreduce of {latency['bytes']:,} B between the 2 workers, 1000 times: median "
+          f"{latency['median_s'] * 1e3:.3f} ms, mean {latency['mean_s'] * 1e3:.3f} ms")
+    rows = [{"allreduce": latency}]
+    rows += [compare_spmd(client, int(float(n)), args.spmd_epochs, None, args.rounds)
             for n in args.spmd_sizes.split(",") if n]
     if args.minibatch_rows:
         rows.append(compare_spmd(client, args.minibatch_rows, 1, args.batch, args.rounds))
-    for row in rows:
+    for row in rows[1:]:
         _print_spmd(row)
     return rows
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -31,7 +30,8 @@ if TYPE_CHECKING:
     from portable_mlp.model import Sequential
 
 RANK_BACKENDS = ("numpy", "torch", "cupy")  # arrays a collective can sum in place
-POLL = 0.02  # seconds between the client's looks at the ranks while it waits
+WAKE = 1.0  # seconds the client waits for the ranks' news before it looks anyway
+POLL = 0.02  # seconds between its looks once a rank has ended
 
 
 def fit_spmd(model: Sequential, X: Any, Y: Any, *, client: Any = None, backend: str = "numpy",
@@ -65,9 +65,9 @@ def fit_spmd(model: Sequential, X: Any, Y: Any, *, client: Any = None, backend: 
     backend. A worker that dies raises ``WorkerLostError`` naming the last checkpoint;
     a rank that raises stops every rank with its error; no collective waits longer than
     ``timeout`` seconds. One SPMD fit at a time per worker (a process group is global
-    to its process). ``timings``, a dict, receives ``"ranks"``: per rank, the steps it
-    took, the seconds spent in them and in their allreduce, and the allreduce's buffer
-    size in bytes (``benchmarks.distributed`` reports them).
+    to its process). ``timings``, a dict, receives ``"ranks"``: per rank, its rows, the
+    steps it took, the seconds spent in them (and in their gradients, allreduce and
+    update), and the allreduce's buffer size in bytes (``benchmarks.distributed``).
     """
     import distributed
 
@@ -100,8 +100,8 @@ def fit_spmd(model: Sequential, X: Any, Y: Any, *, client: Any = None, backend: 
     results = _run(client, job, parts, follower, progress_report(len(job.epochs), progress,
                                                                  verbose))
     if timings is not None:
-        timings["ranks"] = [{key: r[key] for key in ("steps_taken", "seconds", "buffer_bytes")}
-                            for r in results]
+        timings["ranks"] = [{key: r[key] for key in ("rows", "steps_taken", "seconds",
+                                                      "buffer_bytes")} for r in results]
     follower.train_end(_same_replicas(results) if results else None)
     return history
 
@@ -236,6 +236,7 @@ class _Ranks:
         self.reports = distributed.Queue(f"{job.name}-reports", client=client)
         self.verdicts = distributed.Queue(f"{job.name}-verdicts", client=client)
         self.stop_event = distributed.Event(f"{job.name}-stop", client=client)
+        self.wake = distributed.Event(f"{job.name}-wake", client=client)
         self.rendezvous = distributed.Variable(f"{job.name}-rendezvous", client=client)
         self.futures = [
             client.submit(spmd_rank.run_rank, job, rank, len(parts), *blocks,
@@ -245,17 +246,22 @@ class _Ranks:
 
     def next_report(self) -> dict[str, Any] | None:
         """Rank 0's next epoch report, or None once every rank has ended; raises the
-        ranks' error (a lost worker as ``WorkerLostError``)."""
+        ranks' error (a lost worker as ``WorkerLostError``).
+
+        Between looks it waits on the ranks' wake event (set after each report and at
+        each rank's end), not in a tight loop: a get with a timeout would log an error
+        on the scheduler at each timeout, and polling costs the ranks' cores."""
+        patience = WAKE
         while not self._pending:
-            # batch=True returns what is there at once: a get with a timeout would log
-            # an error on the scheduler at each timeout
+            self.wake.clear()  # before the look: a report put after it sets it again
             self._pending.extend(self.reports.get(batch=True))
             if self._pending:
                 break
             if all(f.status == "finished" for f in self.futures):
                 return None
             self._raise_failure()
-            time.sleep(POLL)
+            if self.wake.wait(timeout=patience):
+                patience = POLL  # a rank ended: its status follows within moments
         return self._pending.pop(0)
 
     def _raise_failure(self) -> None:

@@ -203,6 +203,7 @@ class _Replica:
     def result(self, error: DivergenceError | None = None) -> dict[str, Any]:
         """What the rank hands back: its final state, its error, where its time went."""
         return {**self.host_state(), "error": error, "steps_taken": self.n_steps,
+                "rows": int(self.X.shape[0]),
                 "seconds": self.seconds, "buffer_bytes": (self.n_grads + 4) * int(
                     np.dtype(_backend.dtype_name(self.placement.dtype_obj)).itemsize)}
 
@@ -227,6 +228,7 @@ class _Client:
         self.reports = distributed.Queue(f"{name}-reports")
         self.verdicts = distributed.Queue(f"{name}-verdicts")
         self.stop_event = distributed.Event(f"{name}-stop")
+        self.wake = distributed.Event(f"{name}-wake")
         self.timeout = timeout
         self._next_poll = time.monotonic() + POLL_SECONDS
 
@@ -242,6 +244,7 @@ class _Client:
         """Send an epoch's report; with ``wait``, return whether the client (its
         callbacks) said to stop."""
         self.reports.put(message)
+        self.wake.set()
         if not wait:
             return False
         return self.verdicts.get(timeout=self.timeout) == "stop"
@@ -296,6 +299,8 @@ def run_rank(job: Job, rank: int, world: int, X_blocks: list[np.ndarray],
             return _train(job, rank, world, X, Y, w, began)
         except collective.CollectiveError as exc:
             failure = str(exc)
+        finally:
+            distributed.Event(f"{job.name}-wake").set()  # the client looks at once
     # here the failed call's frames are released: a full collection closes the group's
     # sockets (it costs 0.2-0.4 s on a worker, so only after a failure)
     gc.collect()
