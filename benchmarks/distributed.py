@@ -113,10 +113,17 @@ def run_cluster(client: Any, n: int, epochs: int) -> dict[str, float]:
             "client_bytes_per_step": counts.bytes / steps}
 
 
-def _moved_bytes(client: Any) -> int:
-    """Bytes the workers have received from each other so far (Dask's transfer log)."""
-    return sum(client.run(lambda dask_worker: sum(
-        entry["total"] for entry in dask_worker.transfer_incoming_log)).values())
+def _moved_bytes(client: Any, reset: bool = False) -> int:
+    """Bytes the workers have received from each other since the last reset (Dask's
+    transfer log, which keeps its latest entries: cleared first, it holds them all)."""
+
+    def received(dask_worker: Any) -> int:
+        total = sum(entry["total"] for entry in dask_worker.transfer_incoming_log)
+        if reset:
+            dask_worker.transfer_incoming_log.clear()
+        return total
+
+    return sum(client.run(received).values())
 
 
 def run_spmd(client: Any, X: Any, Y: Any, epochs: int, batch_size: int | None
@@ -126,7 +133,7 @@ def run_spmd(client: Any, X: Any, Y: Any, epochs: int, batch_size: int | None
     from portable_mlp.distributed import fit_spmd
 
     timings: dict[str, Any] = {}
-    moved = _moved_bytes(client)
+    _moved_bytes(client, reset=True)
     start = time.perf_counter()
     fit_spmd(_model("numpy", "float32"), X, Y, client=client, loss="cross_entropy",
              optimizer=pm.SGD(lr=0.1, momentum=0.9), epochs=epochs, batch_size=batch_size,
@@ -138,7 +145,7 @@ def run_spmd(client: Any, X: Any, Y: Any, epochs: int, batch_size: int | None
     return {"fit_s": seconds, "step_s": per_step["steps"], "allreduce_s": per_step["allreduce"],
             "rest_s": rest, "buffer_bytes": rank["buffer_bytes"],
             "rank_rows": [r["rows"] for r in timings["ranks"]],
-            "dask_bytes_moved": _moved_bytes(client) - moved}
+            "dask_bytes_moved": _moved_bytes(client)}
 
 
 def run_numpy(X: np.ndarray, Y: np.ndarray, epochs: int, batch_size: int | None
