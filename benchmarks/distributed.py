@@ -324,6 +324,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating SPMD/NumPy rounds")
     parser.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True,
                         help="the graph path's rows (--sizes); --no-graph skips them")
+    parser.add_argument("--kill", action="store_true",
+                        help="last: SIGKILL a worker mid-fit, time the error (the nanny "
+                             "restarts it)")
     parser.add_argument("--out", default="benchmarks/results/distributed.json")
     args = parser.parse_args(argv)
     import dask
@@ -376,6 +379,39 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {out}")
 
 
+class _Kill(pm.Callback):
+    """SIGKILLs the last worker at the end of ``epoch``; notes when."""
+
+    def __init__(self, client: Any, epoch: int) -> None:
+        self.client, self.epoch, self.at = client, epoch, 0.0
+
+    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
+        if epoch == self.epoch:
+            import os
+            import signal
+
+            address = sorted(self.client.scheduler_info()["workers"])[-1]
+            os.kill(self.client.run(os.getpid)[address], signal.SIGKILL)
+            self.at = time.perf_counter()
+
+
+def kill_seconds(client: Any, n: int = 40000) -> float:
+    """Seconds from a worker's SIGKILL (after epoch 2) to ``fit_spmd``'s WorkerLostError."""
+    from portable_mlp.distributed import fit_spmd
+
+    import distributed
+
+    X, Y = client.persist(list(_dask_data(n, "float32")))
+    client.rebalance(distributed.futures_of(X))  # both workers hold rows: both are ranks
+    killer = _Kill(client, epoch=1)
+    try:
+        fit_spmd(_model("numpy", "float32"), X, Y, client=client, loss="cross_entropy",
+                 epochs=1000, callbacks=[killer], progress=False)
+    except pm.WorkerLostError:
+        return time.perf_counter() - killer.at
+    raise RuntimeError("the fit ended without noticing the killed worker")
+
+
 def _spmd_rows(client: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     # the buffer of a step: every gradient and 4 scalars, in float32
     latency = allreduce_latency(client, (_model("numpy", "float32").n_params + 4) * 4)
@@ -388,6 +424,10 @@ def _spmd_rows(client: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
         rows.append(compare_spmd(client, args.minibatch_rows, 1, args.batch, args.rounds))
     for row in rows[1:]:
         _print_spmd(row)
+    if args.kill:
+        rows.append({"kill_to_error_s": kill_seconds(client)})
+        print(f"SPMD fit with a worker SIGKILLed after epoch 2: WorkerLostError "
+              f"{rows[-1]['kill_to_error_s']:.2f} s after the kill")
     return rows
 
 
