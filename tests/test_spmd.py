@@ -97,6 +97,24 @@ def test_full_batch_float64_parity_with_numpy_on_uneven_ranks(client):
     np.testing.assert_allclose(history["accuracy"], expected["accuracy"], rtol=1e-12)
 
 
+def test_ranks_on_torch_train_as_numpy_ranks_and_a_torch_model_stays_torch(client):
+    """backend="torch": the ranks train on torch tensors (they go to the allreduce as
+    they are). A torch model gets its parameters and Adam's state back as tensors."""
+    import torch
+
+    X, Y = _host_data(4 * BLOCK)
+    Xd, Yd = _uneven(client, X, Y)
+    on_torch, on_numpy = _model().to("torch", dtype="float64"), _model()
+    adam = pm.Adam()
+    fit_spmd(on_torch, Xd, Yd, backend="torch", loss="cross_entropy", optimizer=adam,
+             epochs=5, batch_size=700, progress=False)
+    fit_spmd(on_numpy, Xd, Yd, loss="cross_entropy", optimizer="adam", epochs=5,
+             batch_size=700, progress=False)
+    assert all(isinstance(p, torch.Tensor) for p in on_torch.params)
+    assert all(isinstance(s, torch.Tensor) for ss in adam.state["slots"] for s in ss)
+    assert _max_difference(on_torch, on_numpy) <= 1e-12
+
+
 def test_minibatch_steps_equal_numpy_steps_on_the_same_global_batches(client):
     """Each step's global batch is rank 0's batch then rank 1's (local_batches): one
     process stepping on those rows follows the same trajectory."""
