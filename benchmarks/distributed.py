@@ -397,9 +397,9 @@ class _Kill(pm.Callback):
 
 def kill_seconds(client: Any, n: int = 40000) -> float:
     """Seconds from a worker's SIGKILL (after epoch 2) to ``fit_spmd``'s WorkerLostError."""
-    from portable_mlp.distributed import fit_spmd
-
     import distributed
+
+    from portable_mlp.distributed import fit_spmd
 
     X, Y = client.persist(list(_dask_data(n, "float32")))
     client.rebalance(distributed.futures_of(X))  # both workers hold rows: both are ranks

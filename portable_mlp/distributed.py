@@ -24,7 +24,7 @@ from portable_mlp._backend import WorkerLostError
 from portable_mlp.callback_base import as_callbacks
 from portable_mlp.checkpoint import check_target, load_optimizer, save
 from portable_mlp.progress import check_verbose, progress_report
-from portable_mlp.train import DivergenceError, Trainer, validation_pair
+from portable_mlp.train import DivergenceError, Trainer, TrainingInterrupted, validation_pair
 
 if TYPE_CHECKING:
     from portable_mlp.model import Sequential
@@ -64,10 +64,12 @@ def fit_spmd(model: Sequential, X: Any, Y: Any, *, client: Any = None, backend: 
     The parameters (and the optimizer's state) come back into ``model`` on its own
     backend. A worker that dies raises ``WorkerLostError`` naming the last checkpoint;
     a rank that raises stops every rank with its error; no collective waits longer than
-    ``timeout`` seconds. One SPMD fit at a time per worker (a process group is global
-    to its process). ``timings``, a dict, receives ``"ranks"``: per rank, its rows, the
-    steps it took, the seconds spent in them (and in their gradients, allreduce and
-    update), and the allreduce's buffer size in bytes (``benchmarks.distributed``).
+    ``timeout`` seconds. Ctrl-C ends every rank at a step and raises
+    ``TrainingInterrupted`` (its ``history``: the epochs so far), the model holding the
+    last step's parameters, as ``fit`` does. One SPMD fit at a time per worker (a process
+    group is global to its process). ``timings``, a dict, receives ``"ranks"``: per
+    rank, its rows, the steps it took, the seconds spent in them (and in their
+    gradients, allreduce and update), and the allreduce's buffer size in bytes.
     """
     import distributed
 
@@ -113,9 +115,13 @@ def _run(client: Any, job: spmd_rank.Job, parts: list[tuple[str, list[list[Any] 
         return []
     try:
         with _running(client, job, parts) as ranks:
-            while (report := ranks.next_report()) is not None:
-                bar.update(report["logs"])
-                ranks.reply(follower.epoch_end(report))
+            try:
+                while (report := ranks.next_report()) is not None:
+                    bar.update(report["logs"])
+                    ranks.reply(follower.epoch_end(report))
+            except KeyboardInterrupt:  # Ctrl-C: the ranks end at a step, as fit's do
+                ranks.stop()
+                follower.interrupted(ranks.first_result())
             return ranks.results()
     except WorkerLostError as exc:
         raise WorkerLostError(f"{exc}. {follower.resume_hint()}") from exc
@@ -286,17 +292,26 @@ class _Ranks:
     def results(self) -> list[dict[str, Any]]:
         return [f.result() for f in self.futures]
 
-    def close(self) -> None:
-        """Stop the ranks (those still running end within a second), then forget them
-        and this fit's channels."""
+    def stop(self) -> None:
+        """Ask the ranks to stop (they end within a second) and wait for those whose
+        worker lives (a lost worker's rank would wait in Dask's no-worker state)."""
         import distributed
 
         self.stop_event.set()
         self.verdicts.put("stop")  # to a rank 0 that waits for the callbacks' verdict
-        alive = self.client.nthreads()  # a lost worker's rank would wait for good
+        alive = self.client.nthreads()
         running = [f for f, a in zip(self.futures, self.addresses) if a in alive]
         with suppress(distributed.TimeoutError):
             distributed.wait(running, timeout=self.job.timeout)
+
+    def first_result(self) -> dict[str, Any] | None:
+        """Rank 0's result, if it ended with one."""
+        first = self.futures[0]
+        return first.result() if first.status == "finished" else None
+
+    def close(self) -> None:
+        """Stop the ranks, then forget them and this fit's channels."""
+        self.stop()
         self.client.cancel(self.futures, force=True)
         for queue in (self.reports, self.verdicts):
             queue.close()
@@ -366,6 +381,14 @@ class _Follower:
             save(self.trainer.model, self.checkpoint, self.trainer.optimizer)
         for cb in self.cbs:
             cb.on_train_end(self.trainer)
+
+    def interrupted(self, final: dict[str, Any] | None) -> None:
+        """Raise ``TrainingInterrupted`` with the epochs so far, the model holding rank
+        0's last step (or its last report, if rank 0 did not end in time)."""
+        if final is not None:
+            self._load(final)
+            self.trainer.steps = final["step"]
+        raise TrainingInterrupted(self.trainer.steps, self.history)
 
     def resume_hint(self) -> str:
         if self.checkpoint is None:

@@ -241,6 +241,25 @@ def test_callbacks_see_each_epoch_and_can_stop_the_fit(client, tmp_path):
     _assert_nothing_left(client)
 
 
+def test_ctrl_c_on_the_client_stops_every_rank_and_keeps_the_last_step(client):
+    X, Y = _host_data(4 * BLOCK)
+    Xd, Yd = _uneven(client, X, Y)
+
+    def ctrl_c(trainer, epoch, logs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    model, alone = _model(), _model()
+    with pytest.raises(pm.TrainingInterrupted) as caught:
+        fit_spmd(model, Xd, Yd, loss="cross_entropy", epochs=50, callbacks=[ctrl_c],
+                 progress=False)
+    # the ranks stop before the first step after epoch 2: the model is epoch 2's
+    assert caught.value.step == 2 and len(caught.value.history["loss"]) == 2
+    pm.fit(alone, X, Y, loss="cross_entropy", epochs=2, progress=False)
+    assert _max_difference(model, alone) <= 1e-12
+    _assert_nothing_left(client)
+
+
 def test_bad_arguments_fail_before_any_task(client):
     X, Y = _host_data(4 * BLOCK)
     Xd, Yd = _uneven(client, X, Y)
