@@ -48,6 +48,7 @@ class _ContainerWriter:
 
     def constant(self, hint: str, value: np.ndarray) -> str:
         name, value = self.name(hint), np.asarray(value)
+        content: Any
         if value.dtype == object:  # class labels: strings
             elem, content = onnx.TensorProto.STRING, [str(v).encode() for v in value.ravel()]
         else:
