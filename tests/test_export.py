@@ -301,3 +301,11 @@ def test_regressor_pipelines_give_predict(skl2onnx, loss):
     want = pipe.predict(X)
     assert out.shape == (X.shape[0], 1)
     assert np.abs(out[:, 0] - want).max() <= 1e-12 * np.abs(want).max()
+
+
+def test_the_serving_benchmark_runs():
+    pytest.importorskip("onnxruntime")
+    from benchmarks import serving
+
+    times = serving.measure([4, 5, 2], "float64", rounds=2, threads=1)
+    assert set(times) == {"onnxruntime", "predict"} and min(times.values()) > 0.0
