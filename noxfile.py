@@ -18,7 +18,10 @@ nox.options.reuse_venv = "yes"
 nox.options.default_venv_backend = "venv"
 
 CPU_BACKENDS = ["numpy", "array_api_strict", "torch", "jax", "dask"]
-EXTRAS = {"numpy": "test", "array_api_strict": "test", "torch": "test", "jax": "test,jax",
+# the ONNX tests run in full in the numpy session (onnxruntime, skl2onnx); torch and jax get
+# onnx alone, for their exports' graphs against NumPy's
+EXTRAS = {"numpy": "test,skl2onnx", "array_api_strict": "test", "torch": "test,onnx",
+          "jax": "test,jax,onnx",
           "dask": "test,spmd", "cupy": "test,cuda13"}
 
 

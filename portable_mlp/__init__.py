@@ -10,12 +10,14 @@ from portable_mlp.callback_base import Callback, LambdaCallback
 from portable_mlp.callbacks import EarlyStopping
 from portable_mlp.checkpoint import Checkpoint, load, load_optimizer, save
 from portable_mlp.encoding import one_hot
+from portable_mlp.export import export_onnx
 from portable_mlp.grad import GradcheckError, gradcheck, value_and_grad
 from portable_mlp.layers import Identity, Linear, Piece, ReLU, Sigmoid, Softmax, Tanh
 from portable_mlp.lbfgs import LBFGS
 from portable_mlp.model import MLP, Sequential
 from portable_mlp.optim import SGD, Adam, Optimizer
 from portable_mlp.steps import train_step
+from portable_mlp.torch_module import export_torch
 from portable_mlp.train import DivergenceError, Trainer, TrainingInterrupted, fit
 
 __version__ = "0.1.0"
@@ -24,7 +26,7 @@ __all__ = [
     "BACKENDS", "LBFGS", "MLP", "SGD", "Adam", "BackendUnavailable", "Callback", "Checkpoint",
     "DivergenceError", "EarlyStopping", "GradcheckError", "Identity", "LambdaCallback", "Linear",
     "Optimizer", "Piece", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "Trainer",
-    "TrainingInterrupted", "WorkerLostError", "datasets", "fit", "gradcheck", "initializers",
-    "load", "load_optimizer", "losses", "one_hot", "optim", "save", "train_step",
-    "value_and_grad",
+    "TrainingInterrupted", "WorkerLostError", "datasets", "export_onnx", "export_torch", "fit",
+    "gradcheck", "initializers", "load", "load_optimizer", "losses", "one_hot", "optim", "save",
+    "train_step", "value_and_grad",
 ]

@@ -5,7 +5,8 @@
   portable-mlp info                     each backend: installed?, version, devices, dtype
 
 --plot FILE.png draws accuracy, the decision boundary and the loss; --gif FILE.gif animates
-them over training (both need matplotlib: the plot extra).
+them over training (both need matplotlib: the plot extra). --onnx FILE.onnx writes the trained
+model for onnxruntime (needs onnx: the onnx extra).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import portable_mlp as pm
-from portable_mlp import _backend, _install
+from portable_mlp import _backend, _install, export
 
 PROG = "portable-mlp"
 DATASETS = ("xor", "moons", "circles", "spirals")
@@ -134,6 +135,9 @@ def _add_training_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any
                      help="write an animation of training to this GIF")
     out.add_argument("--frames", type=_count, default=40,
                      help="frames in the GIF (default 40)")
+    out.add_argument("--onnx", type=_file_name, metavar="FILE.onnx",
+                     help="after training, write the model as ONNX (outputs: output, "
+                     "probabilities, label) for onnxruntime (needs onnx: the onnx extra)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,6 +332,9 @@ class _Run:
             check_writable(args.plot, "--plot", (".png", ".svg", ".pdf", ".jpg", ".jpeg"))
         if args.gif:
             check_writable(args.gif, "--gif", (".gif",))
+        if args.onnx:
+            check_writable(args.onnx, "--onnx", (".onnx",))
+            export._onnx()  # says how to install onnx, before training
         self.plot: Any = None
         if args.plot or args.gif:
             self.plot = importlib.import_module("portable_mlp.plot")  # says how to install it
@@ -387,6 +394,12 @@ class _Run:
                                                 args.gif, title=self.title)
             print(f"wrote {args.gif} ({frames} frames)")
 
+    def write_onnx(self) -> None:
+        """Write what --onnx asks for: the model as it is now."""
+        if self.args.onnx:
+            pm.export_onnx(self.model, self.args.onnx, probabilities=True, label=True)
+            print(f"wrote {self.args.onnx}")
+
     def diverged(self, exc: pm.DivergenceError) -> str:
         """The DivergenceError's message, with remedies worded as this command's flags."""
         args = self.args
@@ -417,6 +430,7 @@ def run_training(args: argparse.Namespace) -> int:
         run.write_pictures(exc.history)
         return 130
     run.write_pictures(history)
+    run.write_onnx()
     return 0
 
 

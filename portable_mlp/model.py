@@ -109,6 +109,12 @@ class Sequential:
         """The parameters as host NumPy arrays (copies where the backend needs one)."""
         return [_backend.to_host(p) for p in self.params]
 
+    def to_torch_module(self, dtype: Any = None, device: Any = None) -> Any:
+        """This model as a ``torch.nn.Sequential`` with its weights (``pm.export_torch``)."""
+        from portable_mlp.torch_module import export_torch
+
+        return export_torch(self, dtype=dtype, device=device)
+
     def load_params(self, params: Sequence[Any]) -> None:
         """Replace the parameters (host or backend arrays of the right shapes)."""
         checked = validation.check_params(self, params)

@@ -29,4 +29,13 @@ estimator as it was before the call.
 from portable_mlp.sklearn._classifier import MLPClassifier
 from portable_mlp.sklearn._regressor import MLPRegressor
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "register_onnx_converters"]
+
+
+def register_onnx_converters() -> None:
+    """Register MLPClassifier's and MLPRegressor's converters with skl2onnx, so that
+    ``skl2onnx.to_onnx`` converts them (alone or in a Pipeline) as scikit-learn's own MLPs.
+    Needs skl2onnx (``pip install 'portable_mlp[skl2onnx]'``); calling it again is harmless."""
+    from portable_mlp.sklearn._onnx import register
+
+    register()
