@@ -10,7 +10,7 @@ to use which, are in docs/distributed.md.
 
 from __future__ import annotations
 
-import math
+import copy
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -24,7 +24,7 @@ from portable_mlp._backend import WorkerLostError
 from portable_mlp.callback_base import as_callbacks
 from portable_mlp.checkpoint import check_target, load_optimizer, save
 from portable_mlp.progress import check_verbose, progress_report
-from portable_mlp.train import DivergenceError, Trainer, TrainingInterrupted, validation_pair
+from portable_mlp.train import Trainer, TrainingInterrupted, validation_pair
 
 if TYPE_CHECKING:
     from portable_mlp.model import Sequential
@@ -71,36 +71,33 @@ def fit_spmd(model: Sequential, X: Any, Y: Any, *, client: Any = None, backend: 
     rank, its rows, the steps it took, the seconds spent in them (and in their
     gradients, allreduce and update), and the allreduce's buffer size in bytes.
     """
-    import distributed
-
     trainer = Trainer(model, loss=loss, optimizer=optimizer, l2=l2, clip_norm=clip_norm)
-    settings = _Settings.check(backend, collective_name, epochs, batch_size, seed, timeout,
-                               checkpoint, checkpoint_every, verbose)
+    path = _check_arguments(X, client, backend, collective_name, epochs, batch_size, seed,
+                            timeout, checkpoint, checkpoint_every, verbose)
+    client = _client(client)
     cbs = as_callbacks(callbacks)
     val = _host_validation(model, validation_data)
+    data = _persisted_data(client, model, loss, X, Y, sample_weight)
+    n = int(data[0].shape[0])
+    steps_per_epoch = 1 if batch_size is None else -(-n // batch_size)
+    first = 0 if resume is None else _resume(trainer, resume, steps_per_epoch, epochs)
+    parts = rank_parts(client, data)
     trainer.log_keys = ("loss", "accuracy", *(("val_loss", "val_accuracy") if val else ()))
     for cb in cbs:
         cb.on_train_begin(trainer)
-    client = client if client is not None else distributed.default_client()
-    data = _persisted_data(client, model, loss, X, Y, sample_weight)
-    parts = rank_parts(client, data)
-    n = int(data[0].shape[0])
-    steps_per_epoch = 1 if batch_size is None else -(-n // batch_size)
-    first = 0 if resume is None else _resume(trainer, resume, steps_per_epoch)
-    trainer.steps = first * steps_per_epoch
     job = spmd_rank.Job(
         model=model.to("numpy", dtype=model.placement.dtype), backend=backend,
         device=device, loss=loss, optimizer=trainer.optimizer, l2=trainer.l2,
         clip_norm=trainer.clip_norm, epochs=range(first, epochs),
         steps_per_epoch=steps_per_epoch, shuffle=bool(shuffle), seed=seed,
-        collective=collective_name, timeout=settings.timeout,
+        collective=collective_name, timeout=float(timeout),
         name=f"portable-mlp-spmd-{uuid.uuid4().hex}",
-        state_every=1 if cbs else (checkpoint_every if checkpoint is not None else 0),
-        wait_for_client=bool(cbs), validation=val)
+        state_every=1 if cbs else (checkpoint_every if path is not None else 0),
+        wait_for_client=bool(cbs))
     history: dict[str, list[float]] = {key: [] for key in trainer.log_keys}
-    follower = _Follower(trainer, cbs, history, settings.checkpoint, checkpoint_every)
-    results = _run(client, job, parts, follower, progress_report(len(job.epochs), progress,
-                                                                 verbose))
+    follower = _Follower(trainer, cbs, history, path, checkpoint_every)
+    results = _run(client, job, parts, val, follower,
+                   progress_report(len(job.epochs), progress, verbose))
     if timings is not None:
         timings["ranks"] = [{key: r[key] for key in ("rows", "steps_taken", "seconds",
                                                       "buffer_bytes")} for r in results]
@@ -109,49 +106,59 @@ def fit_spmd(model: Sequential, X: Any, Y: Any, *, client: Any = None, backend: 
 
 
 def _run(client: Any, job: spmd_rank.Job, parts: list[tuple[str, list[list[Any] | None]]],
-         follower: _Follower, bar: Any) -> list[dict[str, Any]]:
-    """Run the ranks, following their epochs; their results (none for no epoch)."""
+         validation: Any, follower: _Follower, bar: Any) -> list[dict[str, Any]]:
+    """Run the ranks, following their epochs; their results (none for no epoch).
+    Ctrl-C ends every rank at a step, and raises ``TrainingInterrupted``."""
     if not job.epochs:
         return []
     try:
-        with _running(client, job, parts) as ranks:
+        with _running(client, job, parts, validation) as ranks:
             try:
                 while (report := ranks.next_report()) is not None:
                     bar.update(report["logs"])
                     ranks.reply(follower.epoch_end(report))
-            except KeyboardInterrupt:  # Ctrl-C: the ranks end at a step, as fit's do
+                return ranks.results()
+            except KeyboardInterrupt:
                 ranks.stop()
                 follower.interrupted(ranks.first_result())
-            return ranks.results()
+                raise  # not reached: interrupted raises
     except WorkerLostError as exc:
         raise WorkerLostError(f"{exc}. {follower.resume_hint()}") from exc
     finally:
         bar.close()
 
 
-class _Settings:
-    """The plain arguments of ``fit_spmd``, checked before anything runs."""
+def _check_arguments(X: Any, client: Any, backend: str, collective_name: str, epochs: int,
+                     batch_size: int | None, seed: int, timeout: float, checkpoint: Any,
+                     checkpoint_every: int, verbose: int) -> str | None:
+    """Refuse a bad plain argument before anything runs; the checkpoint's path."""
+    if backend not in RANK_BACKENDS:
+        raise ValueError(f"SPMD ranks train on one of {', '.join(RANK_BACKENDS)} (arrays "
+                         f"a collective sums in place), got backend={backend!r}")
+    if not type(X).__module__.startswith("dask."):
+        raise TypeError(f"fit_spmd trains on data that Dask holds: X must be a dask array "
+                        f"or DataFrame chunked by rows, got {type(X).__name__}; for data in "
+                        "memory use pm.fit, or dask.array.from_array(X, chunks=...)")
+    if client is not None and not hasattr(client, "who_has"):
+        raise TypeError(f"client must be a distributed.Client, got {type(client).__name__} "
+                        "(for a LocalCluster, pass distributed.Client(cluster))")
+    collective.check_name(collective_name)
+    validation.positive("epochs", epochs, integer=True)
+    validation.positive("batch_size", batch_size, integer=True, allow_none=True)
+    validation.positive("checkpoint_every", checkpoint_every, integer=True)
+    validation.positive("timeout", timeout)
+    if validation.check_seed(seed) is None:
+        raise ValueError("fit_spmd needs an integer seed: every rank draws its batches "
+                         "from (seed, epoch, rank)")
+    check_verbose(verbose)
+    return None if checkpoint is None else check_target(checkpoint)
 
-    def __init__(self, timeout: float, checkpoint: str | None) -> None:
-        self.timeout, self.checkpoint = timeout, checkpoint
 
-    @classmethod
-    def check(cls, backend: str, collective_name: str, epochs: int, batch_size: int | None,
-              seed: int, timeout: float, checkpoint: Any, checkpoint_every: int,
-              verbose: int) -> _Settings:
-        if backend not in RANK_BACKENDS:
-            raise ValueError(f"SPMD ranks train on one of {', '.join(RANK_BACKENDS)} (arrays "
-                             f"a collective sums in place), got backend={backend!r}")
-        collective.check_name(collective_name)
-        validation.positive("epochs", epochs, integer=True)
-        validation.positive("batch_size", batch_size, integer=True, allow_none=True)
-        validation.positive("checkpoint_every", checkpoint_every, integer=True)
-        if validation.check_seed(seed) is None:
-            raise ValueError("fit_spmd needs an integer seed: every rank draws its batches "
-                             "from (seed, epoch, rank)")
-        check_verbose(verbose)
-        path = None if checkpoint is None else check_target(checkpoint)
-        return cls(validation.positive("timeout", timeout), path)
+def _client(client: Any) -> Any:
+    """``client``, or the default ``distributed`` client (ValueError if there is none)."""
+    import distributed
+
+    return client if client is not None else distributed.default_client()
 
 
 def _persisted_data(client: Any, model: Sequential, loss: str, X: Any, Y: Any,
@@ -205,19 +212,26 @@ def _block_futures(array: Any) -> list[Any]:
     return [by_key[row[0] if array.ndim == 2 else row] for row in keys]
 
 
-def _resume(trainer: Trainer, path: Any, steps_per_epoch: int) -> int:
+def _resume(trainer: Trainer, path: Any, steps_per_epoch: int, epochs: int) -> int:
     """Load the checkpoint at ``path`` into the trainer's model and optimizer (checked
     whole first); the epoch it continues from."""
     from portable_mlp.checkpoint import load
 
-    model = trainer.model
+    model, where = trainer.model, os.fspath(path)
     saved = load(path, dtype=model.placement.dtype)
     if saved.pieces != model.pieces:
-        raise ValueError(f"resume={os.fspath(path)!r} holds another architecture than the "
-                         "model's")
-    load_optimizer(path, saved, trainer.optimizer)
+        raise ValueError(f"resume={where!r} holds another architecture than the model's")
+    optimizer = load_optimizer(path, model, copy.deepcopy(trainer.optimizer))
+    step = 0 if optimizer.state is None else int(optimizer.state["step"])
+    first, rest = divmod(step, steps_per_epoch)
+    if rest or first >= epochs:
+        raise ValueError(
+            f"resume={where!r} holds step {step}, which is not the end of an epoch before "
+            f"epoch {epochs} at {steps_per_epoch} steps an epoch: resume with the "
+            "batch_size of the fit that wrote it, and more epochs than it ran")
     model.load_params(saved.host_params())
-    return int(trainer.optimizer.state["step"]) // steps_per_epoch  # type: ignore[index]
+    trainer.optimizer.state = optimizer.state
+    return first
 
 
 def _host_validation(model: Sequential, validation_data: Any
@@ -233,21 +247,17 @@ class _Ranks:
     """The running ranks of one fit: their futures and this fit's channels."""
 
     def __init__(self, client: Any, job: spmd_rank.Job,
-                 parts: list[tuple[str, list[list[Any] | None]]]) -> None:
-        import distributed
-
+                 parts: list[tuple[str, list[list[Any] | None]]], validation: Any) -> None:
         self.client, self.job = client, job
         self.addresses = [address for address, _ in parts]
         self._pending: list[dict[str, Any]] = []
-        self.reports = distributed.Queue(f"{job.name}-reports", client=client)
-        self.verdicts = distributed.Queue(f"{job.name}-verdicts", client=client)
-        self.stop_event = distributed.Event(f"{job.name}-stop", client=client)
-        self.wake = distributed.Event(f"{job.name}-wake", client=client)
-        self.rendezvous = distributed.Variable(f"{job.name}-rendezvous", client=client)
+        self.channels = spmd_rank.Channels(job.name, client)
+        if validation is not None:  # to rank 0's worker alone, outside the task's graph
+            validation = client.scatter(validation, workers=[self.addresses[0]], hash=False)
         self.futures = [
             client.submit(spmd_rank.run_rank, job, rank, len(parts), *blocks,
-                          workers=[address], allow_other_workers=False, pure=False,
-                          key=f"{job.name}-rank-{rank}")
+                          validation if rank == 0 else None, workers=[address],
+                          allow_other_workers=False, pure=False, key=f"{job.name}-rank-{rank}")
             for rank, (address, blocks) in enumerate(parts)]
 
     def next_report(self) -> dict[str, Any] | None:
@@ -259,35 +269,40 @@ class _Ranks:
         on the scheduler at each timeout, and polling costs the ranks' cores."""
         patience = WAKE
         while not self._pending:
-            self.wake.clear()  # before the look: a report put after it sets it again
-            self._pending.extend(self.reports.get(batch=True))
+            self.channels.wake.clear()  # before the look: a later report sets it again
+            ended = all(f.status == "finished" for f in self.futures)
+            self._pending.extend(self.channels.reports.get(batch=True))  # after: none lost
             if self._pending:
                 break
-            if all(f.status == "finished" for f in self.futures):
+            if ended:
                 return None
             self._raise_failure()
-            if self.wake.wait(timeout=patience):
+            if self.channels.wake.wait(timeout=patience):
                 patience = POLL  # a rank ended: its status follows within moments
         return self._pending.pop(0)
 
     def _raise_failure(self) -> None:
         """Raise what went wrong, if anything has: a rank's own error first, then a lost
-        worker or a failed collective (which another rank's death causes)."""
+        worker, then a failed collective (a peer that hung, or is late)."""
         errors = [f.exception() for f in self.futures if f.status == "error"]
         own = [e for e in errors if not isinstance(e, collective.CollectiveError)]
         if own:
             raise own[0]
         alive = self.client.nthreads()
         lost = [a for a in self.addresses if a not in alive]
-        if lost or errors:
-            what = f"worker {', '.join(lost)}" if lost else "a rank"
-            raise WorkerLostError(f"the SPMD fit lost {what} ("
-                                  f"{errors[0] if errors else 'its task is gone'})")
+        if lost:
+            raise WorkerLostError(f"the SPMD fit lost worker {', '.join(lost)}"
+                                  + (f" ({errors[0]})" if errors else ""))
+        if errors:
+            raise collective.CollectiveError(
+                f"{errors[0]}; no worker was lost: a rank did not answer within "
+                f"timeout={self.job.timeout:g} s (a busy or stopped worker, slow callbacks, "
+                "or another SPMD fit on the same workers)")
 
     def reply(self, stop: bool) -> None:
         """Tell rank 0 whether to go on, where it waits for the callbacks' verdict."""
         if self.job.wait_for_client:
-            self.verdicts.put("stop" if stop else "go")
+            self.channels.verdicts.put("stop" if stop else "go")
 
     def results(self) -> list[dict[str, Any]]:
         return [f.result() for f in self.futures]
@@ -297,8 +312,8 @@ class _Ranks:
         worker lives (a lost worker's rank would wait in Dask's no-worker state)."""
         import distributed
 
-        self.stop_event.set()
-        self.verdicts.put("stop")  # to a rank 0 that waits for the callbacks' verdict
+        self.channels.stop.set()
+        self.channels.verdicts.put("stop")  # to a rank 0 waiting for the callbacks
         alive = self.client.nthreads()
         running = [f for f, a in zip(self.futures, self.addresses) if a in alive]
         with suppress(distributed.TimeoutError):
@@ -310,20 +325,23 @@ class _Ranks:
         return first.result() if first.status == "finished" else None
 
     def close(self) -> None:
-        """Stop the ranks, then forget them and this fit's channels."""
-        self.stop()
-        self.client.cancel(self.futures, force=True)
-        for queue in (self.reports, self.verdicts):
-            queue.close()
-        self.rendezvous.delete()
+        """Stop the ranks, then forget them and this fit's channels, whatever happens
+        on the way (a second Ctrl-C, a lost scheduler)."""
+        try:
+            self.stop()
+        finally:
+            try:
+                self.client.cancel(self.futures, force=True)
+            finally:
+                self.channels.forget()
 
 
 @contextmanager
-def _running(client: Any, job: spmd_rank.Job, parts: list[tuple[str, list[list[Any] | None]]]
-             ) -> Iterator[_Ranks]:
+def _running(client: Any, job: spmd_rank.Job, parts: list[tuple[str, list[list[Any] | None]]],
+             validation: Any) -> Iterator[_Ranks]:
     """The ranks of ``job`` running; stopped and forgotten on the way out, however it
     is left (the end, an error, Ctrl-C)."""
-    ranks = _Ranks(client, job, parts)
+    ranks = _Ranks(client, job, parts, validation)
     try:
         yield ranks
     finally:
@@ -344,10 +362,6 @@ class _Follower:
         """Take one epoch's report; whether a callback asked to stop."""
         trainer, epoch, logs = self.trainer, report["epoch"], report["logs"]
         trainer.steps = report["steps"]
-        bad = [key for key, value in logs.items() if not math.isfinite(value)]
-        if bad:
-            raise DivergenceError(trainer.steps, None, self.history, detail=(
-                f"epoch {epoch + 1} logged non-finite {', '.join(bad)}"))
         for key, value in logs.items():
             self.history[key].append(value)
         if report["state"] is not None:

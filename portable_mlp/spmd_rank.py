@@ -23,7 +23,7 @@ import gc
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 Array = Any
 POLL_SECONDS = 1.0  # how often rank 0 asks whether the client wants the fit stopped
+TAIL = 4  # the buffer's entries after the gradients: loss x n_r, n_r, hits, stop
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,6 @@ class Job:
     name: str                   # this fit's id: it names its Variable, Queue and Event
     state_every: int            # send the parameters every k epochs (0: only at the end)
     wait_for_client: bool       # callbacks may stop the fit after each epoch
-    validation: tuple[np.ndarray, np.ndarray] | None
 
 
 def local_batches(n: int, steps_per_epoch: int, shuffle: bool, seed: int, epoch: int,
@@ -77,12 +77,21 @@ def local_batches(n: int, steps_per_epoch: int, shuffle: bool, seed: int, epoch:
     return [order[k * size:(k + 1) * size] for k in range(steps_per_epoch)]
 
 
+class Summed(NamedTuple):
+    """A global step's loss (times its weight), hits and weight, on every rank alike."""
+
+    loss: float
+    hits: float
+    weight: float
+
+
 class _Replica:
     """A rank's model, optimizer state and rows, and its step."""
 
     def __init__(self, job: Job, X: np.ndarray, Y: np.ndarray, w: np.ndarray | None,
+                 validation: tuple[np.ndarray, np.ndarray] | None,
                  comm: collective.Collective) -> None:
-        self.job, self.comm = job, comm
+        self.job, self.comm, self.validation = job, comm, validation
         self.model = model = job.model.to(job.backend, job.device, job.model.placement.dtype)
         place = self.placement = model.placement
         self.X, self.Y = place.from_host(X), place.from_host(Y)
@@ -101,13 +110,14 @@ class _Replica:
         self.sizes = [math.prod(p.shape) for p in model.params]
         self.n_grads = sum(self.sizes)
         self.stop_requested = False
+        self.diverged: DivergenceError | None = None  # found in rank 0's epoch logs
         self.last_loss: float | None = None
         # where the rank's time went: the whole steps, and in them the local gradients,
         # the allreduce and the update
         self.seconds = dict.fromkeys(("steps", "gradients", "allreduce", "update"), 0.0)
         self.n_steps = 0
 
-    def step(self, rows: np.ndarray | None) -> tuple[float, float, float] | None:
+    def step(self, rows: np.ndarray | None) -> Summed | None:
         """One global step on this rank's ``rows`` (None: all); returns the global
         loss, hits and weight of the batch, or None when the client asked to stop."""
         start = time.perf_counter()
@@ -117,18 +127,18 @@ class _Replica:
             self.seconds["steps"] += time.perf_counter() - start
             self.n_steps += 1
 
-    def _step(self, rows: np.ndarray | None) -> tuple[float, float, float] | None:
+    def _step(self, rows: np.ndarray | None) -> Summed | None:
         total = self._summed(rows)
         loss_sum, weight, hits, stop = (float(v) for v in _backend.to_host(
             total[self.n_grads:]))
         if stop:
             return None
         if weight == 0.0:  # every rank's batch weighed 0: no step, as in Trainer.fit
-            return 0.0, 0.0, 0.0
+            return Summed(0.0, 0.0, 0.0)
         start = time.perf_counter()
         self._apply(total, loss_sum, weight)
         self.seconds["update"] += time.perf_counter() - start
-        return self.last_loss * weight, hits, weight  # type: ignore[operator]
+        return Summed(self.last_loss * weight, hits, weight)  # type: ignore[operator]
 
     def _summed(self, rows: np.ndarray | None) -> Array:
         """The flat buffer of this rank's weighted gradients and scalars, summed over
@@ -139,7 +149,8 @@ class _Replica:
         weight = self._weight(rows)
         if weight == 0.0:  # nothing to add but the stop flag
             buffer = xp.concat([
-                xp.zeros(self.n_grads + 3, dtype=place.dtype_obj, device=place.device_obj),
+                xp.zeros(self.n_grads + TAIL - 1, dtype=place.dtype_obj,
+                         device=place.device_obj),
                 xp.asarray([stop], dtype=place.dtype_obj, device=place.device_obj)])
         else:
             start = time.perf_counter()
@@ -204,32 +215,64 @@ class _Replica:
         """What the rank hands back: its final state, its error, where its time went."""
         return {**self.host_state(), "error": error, "steps_taken": self.n_steps,
                 "rows": int(self.X.shape[0]),
-                "seconds": self.seconds, "buffer_bytes": (self.n_grads + 4) * int(
+                "seconds": self.seconds, "buffer_bytes": (self.n_grads + TAIL) * int(
                     np.dtype(_backend.dtype_name(self.placement.dtype_obj)).itemsize)}
 
     def evaluate(self) -> dict[str, float]:
         """The validation loss and accuracy of the replica (rank 0's logs)."""
-        if self.job.validation is None:
+        if self.validation is None:
             return {}
         place = self.placement
-        Xv, Yv = (place.from_host(a) for a in self.job.validation)
+        Xv, Yv = (place.from_host(a) for a in self.validation)
         settings = steps.Settings(self.model, self.optimizer, self.loss_fn, self.job.l2, None)
         loss, accuracy = place.read_scalars(list(steps.evaluation(
             settings, self.model.params, Xv, Yv, None)))
         return {"val_loss": loss, "val_accuracy": accuracy}
 
 
-class _Client:
-    """Rank 0's line to the client: epoch reports out, stop requests in."""
+class Channels:
+    """One fit's Dask channels, opened by name on the client and on rank 0: the epoch
+    reports (rank 0 to the client), the callbacks' verdicts (back), the stop and wake
+    events, and the rendezvous variable."""
 
-    def __init__(self, name: str, timeout: float) -> None:
+    def __init__(self, name: str, client: Any = None, queues: bool = True) -> None:
+        """``queues``: open the queues too (the client and rank 0, which use them: a
+        queue lives while a side holds it, and a killed worker never lets go)."""
         import distributed
 
-        self.reports = distributed.Queue(f"{name}-reports")
-        self.verdicts = distributed.Queue(f"{name}-verdicts")
-        self.stop_event = distributed.Event(f"{name}-stop")
-        self.wake = distributed.Event(f"{name}-wake")
-        self.timeout = timeout
+        self.queues = [distributed.Queue(f"{name}-{kind}", client=client)
+                       for kind in ("reports", "verdicts")] if queues else []
+        self.stop = distributed.Event(f"{name}-stop", client=client)
+        self.wake = distributed.Event(f"{name}-wake", client=client)
+        self.rendezvous = distributed.Variable(f"{name}-rendezvous", client=client)
+
+    @property
+    def reports(self) -> Any:
+        return self.queues[0]
+
+    @property
+    def verdicts(self) -> Any:
+        return self.queues[1]
+
+    def close(self) -> None:
+        """Release this side's hold on the queues."""
+        for queue in self.queues:
+            queue.close()
+
+    def forget(self) -> None:
+        """Remove the events and the variable from the scheduler (cleared events are
+        deleted there)."""
+        self.close()
+        self.stop.clear()
+        self.wake.clear()
+        self.rendezvous.delete()
+
+
+class _ClientLine:
+    """Rank 0's line to the client: epoch reports out, stop requests in."""
+
+    def __init__(self, channels: Channels, timeout: float) -> None:
+        self.channels, self.timeout = channels, timeout
         self._next_poll = time.monotonic() + POLL_SECONDS
 
     def wants_stop(self) -> bool:
@@ -238,54 +281,89 @@ class _Client:
         if now < self._next_poll:
             return False
         self._next_poll = now + POLL_SECONDS
-        return bool(self.stop_event.is_set())
+        return bool(self.channels.stop.is_set())
 
     def report(self, message: dict[str, Any], wait: bool) -> bool:
         """Send an epoch's report; with ``wait``, return whether the client (its
         callbacks) said to stop."""
-        self.reports.put(message)
-        self.wake.set()
+        self.channels.reports.put(message)
+        self.channels.wake.set()
         if not wait:
             return False
-        return self.verdicts.get(timeout=self.timeout) == "stop"
+        try:
+            return self.channels.verdicts.get(timeout=self.timeout) == "stop"
+        except TimeoutError:
+            raise collective.CollectiveError(
+                f"the client did not answer rank 0 within timeout={self.timeout:g} s after "
+                "an epoch: callbacks slower than that, or the client is gone") from None
 
 
-def run_epochs(job: Job, rank: int, replica: _Replica, client: _Client | None
+def run_epochs(job: Job, rank: int, replica: _Replica, client: _ClientLine | None
                ) -> dict[str, Any]:
     """The epochs of ``job`` on this rank; the final state (and why it ended)."""
     n = int(replica.X.shape[0])
     for epoch in job.epochs:
-        loss_sum = hit_sum = seen = 0.0
         batches = local_batches(n, job.steps_per_epoch, job.shuffle, job.seed, epoch, rank)
-        for rows in batches if batches is not None else [None]:
-            if client is not None and client.wants_stop():
-                replica.stop_requested = True
-            try:
-                summed = replica.step(rows)
-            except DivergenceError as exc:
-                return replica.result(exc)
-            if summed is None:
-                return replica.result()
-            loss_sum, hit_sum, seen = (loss_sum + summed[0], hit_sum + summed[1],
-                                       seen + summed[2])
+        try:
+            sums = _epoch(replica, batches if batches is not None else [None], client)
+        except DivergenceError as exc:
+            return replica.result(exc)
+        if sums is None:  # stopped
+            return replica.result(replica.diverged)
         if client is not None:
-            logs = {"loss": loss_sum / seen, "accuracy": hit_sum / seen, **replica.evaluate()}
-            send = job.state_every and (epoch + 1) % job.state_every == 0
-            message = {"epoch": epoch, "logs": logs, "steps": replica.state["step"],
-                       "state": replica.host_state() if send else None}
-            last = epoch == job.epochs[-1]
-            replica.stop_requested = client.report(message, job.wait_for_client and not last)
+            _report(job, epoch, replica, client, sums)
     return replica.result()
 
 
+def _epoch(replica: _Replica, batches: list[Any], client: _ClientLine | None
+           ) -> tuple[float, float, float] | None:
+    """The steps of one epoch: the summed (weighted) losses, hits and weights; None
+    when the fit was asked to stop."""
+    loss_sum = hit_sum = seen = 0.0
+    for rows in batches:
+        if client is not None and client.wants_stop():
+            replica.stop_requested = True
+        summed = replica.step(rows)
+        if summed is None:
+            return None
+        loss_sum, hit_sum, seen = (loss_sum + summed.loss, hit_sum + summed.hits,
+                                   seen + summed.weight)
+    return loss_sum, hit_sum, seen
+
+
+def _report(job: Job, epoch: int, replica: _Replica, client: _ClientLine,
+            sums: tuple[float, float, float]) -> None:
+    """Rank 0's end of an epoch: its logs to the client, or, where they are not finite
+    (a loss summed past float's range, a model that overflows on the validation data),
+    a divergence that stops every rank at the next step, as ``fit`` refuses such an
+    epoch (not logged, no callback sees it)."""
+    loss_sum, hit_sum, seen = sums
+    logs = {"loss": loss_sum / seen, "accuracy": hit_sum / seen, **replica.evaluate()}
+    bad = [key for key, value in logs.items() if not math.isfinite(value)]
+    last = epoch == job.epochs[-1]
+    if bad:
+        replica.diverged = DivergenceError(replica.state["step"], replica.last_loss, detail=(
+            f"epoch {epoch + 1} logged non-finite {', '.join(bad)}; the model holds its "
+            f"parameters after step {replica.state['step']}, the last one applied"))
+        replica.stop_requested = True
+        if last:  # no step follows: the others have ended
+            raise replica.diverged
+        return
+    send = job.state_every and (epoch + 1) % job.state_every == 0
+    message = {"epoch": epoch, "logs": logs, "steps": replica.state["step"],
+               "state": replica.host_state() if send else None}
+    replica.stop_requested = client.report(message, job.wait_for_client and not last)
+
+
 def run_rank(job: Job, rank: int, world: int, X_blocks: list[np.ndarray],
-             Y_blocks: list[np.ndarray], w_blocks: list[np.ndarray] | None
-             ) -> dict[str, Any]:
+             Y_blocks: list[np.ndarray], w_blocks: list[np.ndarray] | None,
+             validation: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """The task pinned to one worker: join the collective, train, leave.
 
     ``X_blocks`` are this worker's own row blocks of X (Dask passes the data of the
     futures the worker holds: no row of X crosses the network), ``Y_blocks`` and
-    ``w_blocks`` the matching blocks of Y and the sample weights."""
+    ``w_blocks`` the matching blocks of Y and the sample weights; ``validation``, rank
+    0's alone, the validation data it evaluates after each epoch."""
     import distributed
     from threadpoolctl import threadpool_limits
 
@@ -296,33 +374,37 @@ def run_rank(job: Job, rank: int, world: int, X_blocks: list[np.ndarray],
     del X_blocks, Y_blocks, w_blocks
     with threadpool_limits(limits=worker.state.nthreads):
         try:
-            return _train(job, rank, world, X, Y, w, began)
+            return _train(job, rank, world, (X, Y, w, validation), began)
         except collective.CollectiveError as exc:
             failure = str(exc)
-        finally:
-            distributed.Event(f"{job.name}-wake").set()  # the client looks at once
     # here the failed call's frames are released: a full collection closes the group's
-    # sockets (it costs 0.2-0.4 s on a worker, so only after a failure)
+    # sockets (it costs 0.2-0.4 s on a worker, so only after a failure). A new error,
+    # with the message alone: its traceback must not hold the failed call's frames
     gc.collect()
     raise collective.CollectiveError(failure)
 
 
-def _train(job: Job, rank: int, world: int, X: np.ndarray, Y: np.ndarray,
-           w: np.ndarray | None, began: float) -> dict[str, Any]:
+def _train(job: Job, rank: int, world: int, data: tuple[Any, Any, Any, Any], began: float
+           ) -> dict[str, Any]:
     """Join the collective, run the epochs, leave the collective."""
     import distributed
 
     worker = distributed.get_worker()
-    comm = collective.connect(job.collective, rank, world,
-                              distributed.Variable(f"{job.name}-rendezvous"),
-                              distributed.comm.get_address_host(worker.address), job.timeout)
+    channels = Channels(job.name, queues=rank == 0)
     try:
-        replica = _Replica(job, X, Y, w, comm)
-        replica.seconds["setup"] = time.perf_counter() - began  # joining, placing
-        client = _Client(job.name, job.timeout) if rank == 0 else None
-        return run_epochs(job, rank, replica, client)
+        comm = collective.connect(job.collective, rank, world, channels.rendezvous,
+                                  distributed.comm.get_address_host(worker.address),
+                                  job.timeout)
+        try:
+            replica = _Replica(job, *data, comm)
+            replica.seconds["setup"] = time.perf_counter() - began  # joining, placing
+            client = _ClientLine(channels, job.timeout) if rank == 0 else None
+            return run_epochs(job, rank, replica, client)
+        finally:
+            comm.close()
     finally:
-        comm.close()
+        channels.close()
+        channels.wake.set()  # the client looks at once
 
 
 def _joined(blocks: list[np.ndarray]) -> np.ndarray:

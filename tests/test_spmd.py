@@ -142,10 +142,10 @@ def test_sample_weights_weigh_as_in_one_process(client):
     w = np.random.default_rng(3).uniform(0.0, 2.0, len(X))
     Xd, Yd, wd = _uneven(client, X, Y, w)
     spmd, alone = _model(), _model()
-    fit_spmd(spmd, Xd, Yd, sample_weight=wd, loss="cross_entropy", optimizer="adam",
-             epochs=20, progress=False)
-    pm.fit(alone, X, Y, sample_weight=w, loss="cross_entropy", optimizer="adam", epochs=20,
-           progress=False)
+    kwargs = dict(loss="cross_entropy", optimizer="adam", l2=1e-2, clip_norm=0.3, epochs=20,
+                  progress=False)
+    fit_spmd(spmd, Xd, Yd, sample_weight=wd, **kwargs)
+    pm.fit(alone, X, Y, sample_weight=w, **kwargs)
     assert _max_difference(spmd, alone) <= 1e-12
 
 
@@ -220,6 +220,40 @@ def test_divergence_on_one_rank_stops_every_rank_with_the_last_finite_model(clie
     _assert_nothing_left(client)
 
 
+def test_a_divergence_after_some_steps_keeps_the_model_fit_keeps(client):
+    X, Y = _host_data(4 * BLOCK)
+    Xd, Yd = _uneven(client, X, Y)
+    errors, models = [], []
+    for train in (lambda m, **kw: fit_spmd(m, Xd, Yd, progress=False, **kw),
+                  lambda m, **kw: pm.fit(m, X, Y, progress=False, **kw)):
+        models.append(pm.MLP([FEATURES, 8, 2], activation="relu", output="identity",
+                             dtype="float64"))
+        with pytest.raises(pm.DivergenceError) as caught:
+            train(models[-1], loss="mse", optimizer=pm.SGD(lr=3.0), epochs=100)
+        errors.append(caught.value)
+    assert errors[0].step == errors[1].step > 1
+    assert len(errors[0].history["loss"]) == len(errors[1].history["loss"])
+    for p, q in zip(*(m.host_params() for m in models)):  # large: compared relatively
+        np.testing.assert_allclose(p, q, rtol=1e-9)
+    _assert_nothing_left(client)
+
+
+def test_a_validation_set_that_overflows_is_a_divergence_with_the_epochs_model(client):
+    """Rank 0's logs not finite: the epoch is refused as fit refuses it, every rank
+    stops, and the model holds the parameters of that epoch's last step."""
+    X, Y = _host_data(4 * BLOCK)
+    Xd, Yd = _uneven(client, X, Y)
+    val = (np.full((10, FEATURES), 1e300), Y[:10])
+    spmd, alone = (pm.MLP([FEATURES, 8, 2], activation="relu", output="identity",
+                          dtype="float64") for _ in range(2))
+    with pytest.raises(pm.DivergenceError, match="epoch 1 logged non-finite val_loss"):
+        fit_spmd(spmd, Xd, Yd, loss="mse", epochs=3, validation_data=val, progress=False)
+    with pytest.raises(pm.DivergenceError, match="epoch 1 logged non-finite val_loss"):
+        pm.fit(alone, X, Y, loss="mse", epochs=3, validation_data=val, progress=False)
+    assert _max_difference(spmd, alone) <= 1e-12
+    _assert_nothing_left(client)
+
+
 def test_callbacks_see_each_epoch_and_can_stop_the_fit(client, tmp_path):
     X, Y = _host_data(4 * BLOCK)
     Xd, Yd = _uneven(client, X, Y)
@@ -260,6 +294,24 @@ def test_ctrl_c_on_the_client_stops_every_rank_and_keeps_the_last_step(client):
     _assert_nothing_left(client)
 
 
+def test_ctrl_c_without_callbacks_stops_the_ranks_through_the_stop_event(client):
+    import _thread
+    import threading
+
+    X, Y = _host_data(4 * BLOCK)
+    Xd, Yd = _uneven(client, X, Y)
+    timer = threading.Timer(3.0, _thread.interrupt_main)  # Ctrl-C, 3 s into the fit
+    timer.start()
+    try:
+        with pytest.raises(pm.TrainingInterrupted) as caught:
+            fit_spmd(_model(), Xd, Yd, loss="cross_entropy", epochs=100_000, batch_size=100,
+                     progress=False)
+    finally:
+        timer.cancel()
+    assert caught.value.step > 0
+    _assert_nothing_left(client)
+
+
 def test_bad_arguments_fail_before_any_task(client):
     X, Y = _host_data(4 * BLOCK)
     Xd, Yd = _uneven(client, X, Y)
@@ -269,14 +321,41 @@ def test_bad_arguments_fail_before_any_task(client):
         fit_spmd(_model(), Xd, Yd, collective_name="mpi")
     with pytest.raises(ValueError, match="integer seed"):
         fit_spmd(_model(), Xd, Yd, seed=None)
+    with pytest.raises(TypeError, match="X must be a dask array or DataFrame"):
+        fit_spmd(_model(), X, Y)
+    with pytest.raises(TypeError, match=r"client must be a distributed\.Client"):
+        fit_spmd(_model(), Xd, Yd, client=client.cluster)
+    _assert_nothing_left(client)
+
+
+def test_a_resume_file_that_does_not_fit_is_refused_before_any_task(client, tmp_path):
+    X, Y = _host_data(4 * BLOCK)
+    Xd, Yd = _uneven(client, X, Y)
+    path = tmp_path / "ckpt.safetensors"
+    model = _model()
+    fit_spmd(model, Xd, Yd, epochs=2, batch_size=500, checkpoint=path, progress=False)
+    before = model.host_params()
+    for kwargs in (dict(batch_size=2000, epochs=4),   # 8 steps: 8 epochs of 1 step
+                   dict(batch_size=300, epochs=4),    # 8 steps: not the end of an epoch
+                   dict(batch_size=500, epochs=2)):   # nothing left to run
+        with pytest.raises(ValueError, match="resume with the batch_size"):
+            fit_spmd(model, Xd, Yd, resume=path, progress=False, **kwargs)
+    for p, q in zip(model.host_params(), before):
+        np.testing.assert_array_equal(p, q)
+    pm.save(model, path, optimizer=pm.Adam())  # an optimizer that never stepped: epoch 0
+    fit_spmd(model, Xd, Yd, epochs=1, optimizer=pm.Adam(), resume=path, progress=False)
     _assert_nothing_left(client)
 
 
 def _assert_nothing_left(client: distributed.Client) -> None:
-    """No SPMD task on the scheduler, no process group in a worker."""
+    """No SPMD task, queue, event or variable on the scheduler, no process group in a
+    worker."""
 
     def spmd_tasks(dask_scheduler) -> list[str]:
-        return [str(key) for key in dask_scheduler.tasks if "portable-mlp-spmd" in str(key)]
+        ext = dask_scheduler.extensions
+        names = [*dask_scheduler.tasks, *ext["queues"].queues, *ext["events"]._events,
+                 *ext["variables"].variables]
+        return [str(name) for name in names if "portable-mlp-spmd" in str(name)]
 
     deadline = time.monotonic() + 10
     while client.run_on_scheduler(spmd_tasks) and time.monotonic() < deadline:
