@@ -106,8 +106,8 @@ def test_ranks_on_torch_train_as_numpy_ranks_and_a_torch_model_stays_torch(clien
     Xd, Yd = _uneven(client, X, Y)
     on_torch, on_numpy = _model().to("torch", dtype="float64"), _model()
     adam = pm.Adam()
-    fit_spmd(on_torch, Xd, Yd, backend="torch", loss="cross_entropy", optimizer=adam,
-             epochs=5, batch_size=700, progress=False)
+    fit_spmd(on_torch, Xd, Y, backend="torch", loss="cross_entropy", optimizer=adam,
+             epochs=5, batch_size=700, progress=False)  # Y on the host: cut as X is
     fit_spmd(on_numpy, Xd, Yd, loss="cross_entropy", optimizer="adam", epochs=5,
              batch_size=700, progress=False)
     assert all(isinstance(p, torch.Tensor) for p in on_torch.params)
@@ -403,3 +403,15 @@ def _listening() -> int:
     import psutil
 
     return sum(c.status == "LISTEN" for c in psutil.Process().net_connections(kind="tcp"))
+
+
+def test_the_benchmark_rows_run_on_this_cluster(client):
+    """benchmarks.distributed's SPMD rows and allreduce probe, on a small size."""
+    from benchmarks.distributed import allreduce_latency, compare_spmd
+
+    row = compare_spmd(client, 2000, epochs=2, batch_size=500, rounds=1)
+    assert row["spmd_step_s"] > row["spmd_allreduce_s"] > 0 and row["numpy_fit_s"] > 0
+    assert sum(row["spmd_rank_rows"]) == 2000
+    latency = allreduce_latency(client, 1024, repeats=10)
+    assert latency["median_s"] > 0
+    _assert_nothing_left(client)
