@@ -4,17 +4,11 @@
 worker. It trains a replica of the model with the same pieces as ``Trainer`` (the
 forward and backward pass, the optimizers and their schedules, l2, clipping, sample
 weights) on its own backend, and talks to the other ranks once per step: one
-allreduce of one flat buffer holding
-
-    [every gradient x n_r, the loss x n_r, n_r, the hits, stop]
-
-where ``n_r`` is what the rank's batch weighs (its rows, or their sample weights). The
-sum, divided by the global weight, is the gradient of the global batch, so every rank
-applies the same update and the replicas stay equal with no broadcast. The l2 term and
-clipping apply to the summed gradient, once. A non-finite value on any rank makes the
-sum non-finite (IEEE: NaN or inf plus anything finite is not finite), so every rank
-sees a divergence at the same step. ``stop`` is rank 0's: the client asked the fit to
-end (a callback, Ctrl-C, an error), and every rank ends before applying that step.
+allreduce of its batch's flat buffer (``portable_mlp.batch_sums``). The sum is the
+global batch's, so every rank applies the same update and the replicas stay equal with
+no broadcast, and a divergence on any rank is seen by all at the same step. The
+buffer's ``stop`` is rank 0's: the client asked the fit to end (a callback, Ctrl-C, an
+error), and every rank ends before applying that step.
 """
 
 from __future__ import annotations
@@ -27,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from portable_mlp import _backend, collective, grad, optim, steps
+from portable_mlp import _backend, batch_sums, collective, grad, optim, steps
 from portable_mlp.train import DivergenceError
 
 if TYPE_CHECKING:
@@ -35,7 +29,6 @@ if TYPE_CHECKING:
 
 Array = Any
 POLL_SECONDS = 1.0  # how often rank 0 asks whether the client wants the fit stopped
-TAIL = 4  # the buffer's entries after the gradients: loss x n_r, n_r, hits, stop
 
 
 @dataclass(frozen=True)
@@ -107,8 +100,6 @@ class _Replica:
                                for ss in state["slots"]]}
             self.optimizer.state = state
         self.state = self.optimizer.ensure_state(place.xp, model.params)
-        self.sizes = [math.prod(p.shape) for p in model.params]
-        self.n_grads = sum(self.sizes)
         self.stop_requested = False
         self.diverged: DivergenceError | None = None  # found in rank 0's epoch logs
         self.last_loss: float | None = None
@@ -129,8 +120,7 @@ class _Replica:
 
     def _step(self, rows: np.ndarray | None) -> Summed | None:
         total = self._summed(rows)
-        loss_sum, weight, hits, stop = (float(v) for v in _backend.to_host(
-            total[self.n_grads:]))
+        loss_sum, weight, hits, stop = batch_sums.tail_of(self.model, total)
         if stop:
             return None
         if weight == 0.0:  # every rank's batch weighed 0: no step, as in Trainer.fit
@@ -141,28 +131,13 @@ class _Replica:
         return Summed(self.last_loss * weight, hits, weight)  # type: ignore[operator]
 
     def _summed(self, rows: np.ndarray | None) -> Array:
-        """The flat buffer of this rank's weighted gradients and scalars, summed over
-        the ranks (in place)."""
-        place = self.placement
-        xp = place.xp
-        stop = 1.0 if self.stop_requested else 0.0
-        weight = self._weight(rows)
-        if weight == 0.0:  # nothing to add but the stop flag
-            buffer = xp.concat([
-                xp.zeros(self.n_grads + TAIL - 1, dtype=place.dtype_obj,
-                         device=place.device_obj),
-                xp.asarray([stop], dtype=place.dtype_obj, device=place.device_obj)])
-        else:
-            start = time.perf_counter()
-            X, Y, labels, w = self._rows(rows)
-            loss, grads, out = grad.loss_grads_and_output(self.model, self.model.params, X, Y,
-                                                          self.loss_fn, 0.0, w)
-            hits = steps.weighted_hits(self.model, out, labels, w)
-            tail = xp.stack([loss * weight, xp.asarray(weight, dtype=loss.dtype,
-                                                       device=place.device_obj),
-                             hits, xp.asarray(stop, dtype=loss.dtype, device=place.device_obj)])
-            buffer = xp.concat([*(xp.reshape(g, (-1,)) * weight for g in grads), tail])
-            self.seconds["gradients"] += time.perf_counter() - start
+        """This rank's buffer (``batch_sums``), summed over the ranks (in place)."""
+        start = time.perf_counter()
+        X, Y, labels, w = self._rows(rows)
+        buffer = batch_sums.shard_sums(self.model, self.model.params, X, Y, labels, w,
+                                       self.loss_fn, self._weight(rows),
+                                       1.0 if self.stop_requested else 0.0)
+        self.seconds["gradients"] += time.perf_counter() - start
         start = time.perf_counter()
         self.comm.allreduce_sum(buffer)
         self.seconds["allreduce"] += time.perf_counter() - start
@@ -185,21 +160,16 @@ class _Replica:
                      for a in arrays)
 
     def _apply(self, total: Array, loss_sum: float, weight: float) -> None:
-        """The global batch's gradient from the summed buffer, l2 and clipping, and the
-        optimizer's update; DivergenceError (on every rank alike) if any is not finite."""
-        model, xp, job = self.model, self.placement.xp, self.job
-        params = model.params
-        grads, start = [], 0
-        for p, size in zip(params, self.sizes):
-            grads.append(xp.reshape(total[start:start + size], p.shape) / weight)
-            start += size
-        grads = grad.add_l2_gradient(model, params, grads, weight, job.l2)
-        loss = loss_sum / weight + float(grad.l2_penalty(model, params, weight, job.l2))
-        grads, norm_ok = steps.clipped(self.placement, grads, job.clip_norm)
+        """The optimizer's update from the summed buffer; DivergenceError (on every rank
+        alike) if the loss, the gradients or the update is not finite."""
+        model, job = self.model, self.job
+        loss, grads, norm_ok = batch_sums.global_gradients(
+            model, model.params, total, loss_sum, weight, job.l2, job.clip_norm)
         step = self.state["step"] + 1
         if not (math.isfinite(loss) and bool(norm_ok)):
             raise DivergenceError(step, self.last_loss)
-        new_params, state = self.optimizer.update(xp, params, grads, self.state)
+        new_params, state = self.optimizer.update(self.placement.xp, model.params, grads,
+                                                  self.state)
         if not steps.all_finite_on_host(self.placement, new_params, state["slots"]):
             raise DivergenceError(step, self.last_loss)
         model.params, self.state = new_params, state
@@ -213,10 +183,11 @@ class _Replica:
 
     def result(self, error: DivergenceError | None = None) -> dict[str, Any]:
         """What the rank hands back: its final state, its error, where its time went."""
+        entries = batch_sums.n_grads(self.model) + batch_sums.TAIL
+        itemsize = np.dtype(_backend.dtype_name(self.placement.dtype_obj)).itemsize
         return {**self.host_state(), "error": error, "steps_taken": self.n_steps,
-                "rows": int(self.X.shape[0]),
-                "seconds": self.seconds, "buffer_bytes": (self.n_grads + TAIL) * int(
-                    np.dtype(_backend.dtype_name(self.placement.dtype_obj)).itemsize)}
+                "rows": int(self.X.shape[0]), "seconds": self.seconds,
+                "buffer_bytes": entries * itemsize}
 
     def evaluate(self) -> dict[str, float]:
         """The validation loss and accuracy of the replica (rank 0's logs)."""

@@ -126,17 +126,27 @@ def guarded_step(settings: Settings, params: list[Array], state: dict[str, Any],
     included (``guard``); returns the params, state, guard, loss and (given the
     ``labels`` of Y's classes) the weighted hits."""
     model = settings.model
-    placement = model.placement
-    xp = placement.xp
     loss, grads, norm_ok, out = gradients(model, params, X, Y, settings.loss_fn, settings.l2,
                                           w, settings.clip_norm)
+    params, state, guard = guarded_update(settings, params, state, guard, loss, grads,
+                                          norm_ok, lr)
+    return params, state, guard, loss, (None if labels is None
+                                        else weighted_hits(model, out, labels, w))
+
+
+def guarded_update(settings: Settings, params: list[Array], state: dict[str, Any],
+                   guard: tuple[Array, Array, Array], loss: Array, grads: list[Array],
+                   norm_ok: Any, lr: Any
+                   ) -> tuple[list[Array], dict[str, Any], tuple[Array, Array, Array]]:
+    """Pure: the update of ``guarded_step`` from its loss and (clipped) gradients."""
+    placement = settings.model.placement
+    xp = placement.xp
     healthy = guard[0] & xp.isfinite(loss) & norm_ok
     params, state, healthy = _update_where(healthy, placement, settings.optimizer, params,
                                            grads, state, lr)
     guard = (healthy, xp.where(healthy, loss, guard[1]),
              guard[2] + xp.astype(~healthy, placement.int_dtype))
-    return params, state, guard, loss, (None if labels is None
-                                        else weighted_hits(model, out, labels, w))
+    return params, state, guard
 
 
 def scan_epoch(settings: Settings, params: list[Array], slots: list[list[Array]], step: Any,
