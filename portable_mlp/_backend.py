@@ -778,6 +778,18 @@ class Placement:
         by ``np.random.Generator(kind())`` set to the matching state of ``states``."""
         return _dask_shuffled_blocks(arrays, order, states, kind)
 
+    @property
+    def guarded_step(self) -> Callable[..., Any]:
+        """``Trainer``'s step function: ``steps.guarded_step``, or on dask the same step
+        as one task per row block and one for the update (``portable_mlp.dask_step``)."""
+        if self.backend == "dask":
+            from portable_mlp import dask_step
+
+            return dask_step.guarded_step
+        from portable_mlp import steps
+
+        return steps.guarded_step
+
     @functools.cached_property
     def compiles(self) -> bool:
         return compiles(self.backend)

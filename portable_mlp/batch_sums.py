@@ -32,16 +32,19 @@ def n_grads(model: Sequential) -> int:
     return sum(math.prod(p.shape) for p in model.params)
 
 
-def shard_sums(model: Sequential, params: list[Array], X: Array, Y: Array, labels: Array,
-               w: Array | None, loss_fn: Any, weight: float, stop: float = 0.0) -> Array:
-    """The buffer of one shard of ``weight`` (0: an empty shard, zeros but ``stop``)."""
+def shard_sums(model: Sequential, params: list[Array], X: Array, Y: Array,
+               labels: Array | None, w: Array | None, loss_fn: Any, weight: float,
+               stop: float = 0.0) -> Array:
+    """The buffer of one shard of ``weight`` (0: an empty shard, zeros but ``stop``);
+    its hits are 0 without the ``labels`` of Y's classes."""
     place = model.placement
     xp, dtype, device = place.xp, place.dtype_obj, place.device_obj
     if weight == 0.0:
         return xp.concat([xp.zeros(n_grads(model) + TAIL - 1, dtype=dtype, device=device),
                           xp.asarray([stop], dtype=dtype, device=device)])
     loss, grads, out = grad.loss_grads_and_output(model, params, X, Y, loss_fn, 0.0, w)
-    hits = steps.weighted_hits(model, out, labels, w)
+    hits = (xp.asarray(0.0, dtype=dtype, device=device) if labels is None
+            else steps.weighted_hits(model, out, labels, w))
     tail = xp.stack([loss * weight, xp.asarray(weight, dtype=dtype, device=device), hits,
                      xp.asarray(stop, dtype=dtype, device=device)])
     return xp.concat([*(xp.reshape(g, (-1,)) * weight for g in grads), tail])

@@ -177,7 +177,7 @@ class Trainer:
         placement = self.model.placement
         guard = self._guard or steps.fresh_guard(placement)
         step, lr = state["step"], self.optimizer.learning_rate(state["step"])
-        run = self._function(steps.guarded_step)
+        run = self._function(placement.guarded_step)
         params, state, guard, loss, hits = run(self.model.params, state, guard, X, Y, labels,
                                                w, lr)
         extra = [loss, *guard] if hits is None else [loss, *guard, hits]

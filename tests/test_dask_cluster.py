@@ -99,6 +99,28 @@ def test_dask_dataframe_trains_where_it_lies(client):
     assert history["accuracy"][-1] > 0.9
 
 
+def test_a_step_is_one_task_per_block_and_a_few_more(client):
+    """The graph path's step (dask_step): a task per row block, one for the update, and
+    one per array it hands back: 4 + 1 + 13 for SGD with momentum on 4 blocks (it was
+    about 135 in dask.array operations)."""
+    X, Y = _data()
+    model = _model("dask")
+    trainer = pm.Trainer(model, loss="cross_entropy", optimizer=pm.SGD(lr=0.1, momentum=0.9))
+    X, Y = model.placement.persist_rows(X, Y)
+    trainer.step(X, Y)  # the optimizer's slots are made on the first step
+
+    def executed() -> int:
+        return sum(client.run(lambda dask_worker: dask_worker.state.executed_count).values())
+
+    _backend.to_host(model.params[0])
+    before = executed()
+    for _ in range(5):
+        trainer.step(X, Y)
+    _backend.to_host(model.params[0])
+    per_step = (executed() - before - 1) / 5  # less the read of params[0]
+    assert CHUNKS + 1 <= per_step <= 17, f"{per_step} tasks a step on {CHUNKS} blocks"
+
+
 @pytest.mark.slow
 def test_scheduler_state_stays_bounded(client):
     # one block: the chain of persisted steps is what grows, not the data's tasks
