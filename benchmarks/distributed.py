@@ -295,6 +295,23 @@ def profile(client: Any, n: int, epochs: int = 3) -> dict[str, Any]:
             "transfer_by_group_s": {g: t / epochs for g, t in top}}
 
 
+def pipelined_step(n: int, steps: int = 20) -> float:
+    """Seconds a graph-path step takes when steps follow each other (``Trainer.step``
+    ``steps`` times, then one read), as a user's loop runs them; on the current client."""
+    X, Y = _dask_data(n, "float32")
+    model = _model("dask", "float32")
+    X, Y = model.placement.persist_rows(X, Y)
+    trainer = pm.Trainer(model, loss="cross_entropy", optimizer=pm.SGD(lr=0.1, momentum=0.9))
+    for _ in range(3):  # warm-up: the slots are made on the first step
+        trainer.step(X, Y)
+    pm._backend.to_host(model.params[0])
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.step(X, Y)
+    pm._backend.to_host(model.params[0])
+    return (time.perf_counter() - start) / steps
+
+
 def parity(client: Any, n: int, steps: int = 100) -> float:
     """The largest difference between the parameters of a float64 cluster fit and a NumPy
     fit: same seed, same data, ``steps`` full-batch steps."""
@@ -372,6 +389,7 @@ def main(argv: list[str] | None = None) -> None:
             _print(rows[-1])
         if args.profile:
             spent = profile(client, args.profile)
+            spent["pipelined_step_s"] = pipelined_step(args.profile)
             print(f"cluster epoch on N={args.profile:,}, per epoch: "
                   + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                               for k, v in spent.items()))
