@@ -778,7 +778,7 @@ class Placement:
         by ``np.random.Generator(kind())`` set to the matching state of ``states``."""
         return _dask_shuffled_blocks(arrays, order, states, kind)
 
-    @property
+    @functools.cached_property
     def guarded_step(self) -> Callable[..., Any]:
         """``Trainer``'s step function: ``steps.guarded_step``, or on dask the same step
         as one task per row block and one for the update (``portable_mlp.dask_step``)."""

@@ -10,11 +10,13 @@ What works is installing the extra from where this copy came from: the clone it 
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import shlex
 import urllib.parse
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 DIST = "portable_mlp"
 CPU_TORCH = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
@@ -24,6 +26,16 @@ def pip_install(*extras: str) -> str:
     """The command that installs portable_mlp with ``extras``; several extras are
     alternatives, joined by "or" (``pip_install("cuda12", "cuda13")``)."""
     return " or ".join(f"pip install {shlex.quote(_requirement(extra))}" for extra in extras)
+
+
+def require(module: str, needed_by: str, extra: str) -> Any:
+    """``module`` imported, or an ImportError saying what needs it and how to install it
+    (naming the module as Python's own error does)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"{needed_by} needs {module} (No module named {module!r}); "
+                          f"{pip_install(extra)}") from exc
 
 
 def _requirement(extra: str) -> str:

@@ -81,7 +81,7 @@ class TorchCollective:
         self._store = None
 
 
-COLLECTIVES = {"gloo": "gloo", "nccl": "nccl"}
+COLLECTIVES = ("gloo", "nccl")  # torch.distributed's backends, by their own names
 
 
 def check_name(collective: Any) -> str:
@@ -96,13 +96,12 @@ def connect(collective: str, rank: int, world: int, variable: Any, host: str,
             timeout: float) -> Collective:
     """Join the ranks' collective. Rank 0 listens on its ``host`` and sets ``variable``
     (a ``distributed.Variable``) to its ``host:port``; the others read it there."""
-    backend = COLLECTIVES[collective]
     if rank == 0:
-        return TorchCollective(backend, 0, world, host, 0, timeout, variable.set)
+        return TorchCollective(collective, 0, world, host, 0, timeout, variable.set)
     try:
         address = variable.get(timeout=timeout)
     except TimeoutError as exc:
         raise CollectiveError(f"rank {rank} waited {timeout:g} s for rank 0 to publish its "
                               "address; rank 0 did not start") from exc
     host, port = address.rsplit(":", 1)
-    return TorchCollective(backend, rank, world, host, int(port), timeout)
+    return TorchCollective(collective, rank, world, host, int(port), timeout)

@@ -37,12 +37,7 @@ BATCH = "batch"  # the name of the dynamic first dimension
 
 def _onnx() -> Any:
     """The onnx module, or an ImportError that says how to install it."""
-    try:
-        import onnx
-    except ImportError as exc:
-        raise ImportError(f"ONNX export needs the onnx package (No module named 'onnx'); "
-                          f"{_install.pip_install('onnx')}") from exc
-    return onnx
+    return _install.require("onnx", "ONNX export", "onnx")
 
 
 class GraphWriter(Protocol):

@@ -26,12 +26,7 @@ ModuleMaker = Callable[[Any, Piece, list[np.ndarray], Any, Any], Any]
 
 
 def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        raise ImportError(f"export_torch needs PyTorch (No module named 'torch'); "
-                          f"{_install.pip_install('torch')}") from exc
-    return torch
+    return _install.require("torch", "export_torch", "torch")
 
 
 def _linear(torch: Any, piece: Any, params: list[np.ndarray], dtype: Any, device: Any) -> Any:
