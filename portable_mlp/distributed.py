@@ -76,7 +76,8 @@ def fit_spmd(model: Sequential, X: Any, Y: Any, *, client: Any = None, backend: 
                             timeout, checkpoint, checkpoint_every, verbose)
     client = _client(client)
     cbs = as_callbacks(callbacks)
-    val = _host_validation(model, validation_data)
+    host = model.to("numpy", dtype=model.placement.dtype)  # the ranks' starting point
+    val = _host_validation(host, validation_data)
     data = _persisted_data(client, model, loss, X, Y, sample_weight)
     n = int(data[0].shape[0])
     steps_per_epoch = 1 if batch_size is None else -(-n // batch_size)
@@ -85,8 +86,10 @@ def fit_spmd(model: Sequential, X: Any, Y: Any, *, client: Any = None, backend: 
     trainer.log_keys = ("loss", "accuracy", *(("val_loss", "val_accuracy") if val else ()))
     for cb in cbs:
         cb.on_train_begin(trainer)
+    if resume is not None:  # the parameters it loaded
+        host.load_params(model.host_params())
     job = spmd_rank.Job(
-        model=model.to("numpy", dtype=model.placement.dtype), backend=backend,
+        model=host, backend=backend,
         device=device, loss=loss, optimizer=trainer.optimizer, l2=trainer.l2,
         clip_norm=trainer.clip_norm, epochs=range(first, epochs),
         steps_per_epoch=steps_per_epoch, shuffle=bool(shuffle), seed=seed,
@@ -234,11 +237,12 @@ def _resume(trainer: Trainer, path: Any, steps_per_epoch: int, epochs: int) -> i
     return first
 
 
-def _host_validation(model: Sequential, validation_data: Any
+def _host_validation(host: Sequential, validation_data: Any
                      ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``validation_data`` checked as ``fit`` checks it, on the host (NumPy ``host``)."""
     if validation_data is None:
         return None
-    pair = validation_pair(model.to("numpy", dtype=model.placement.dtype), validation_data)
+    pair = validation_pair(host, validation_data)
     assert pair is not None
     return np.asarray(pair[0]), np.asarray(pair[1])
 

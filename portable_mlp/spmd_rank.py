@@ -99,7 +99,7 @@ class _Replica:
                      "slots": [[place.from_host(_backend.to_host(s)) for s in ss]
                                for ss in state["slots"]]}
             self.optimizer.state = state
-        self.state = self.optimizer.ensure_state(place.xp, model.params)
+        self.optimizer.ensure_state(place.xp, model.params)
         self.stop_requested = False
         self.diverged: DivergenceError | None = None  # found in rank 0's epoch logs
         self.last_loss: float | None = None
@@ -107,6 +107,11 @@ class _Replica:
         # the allreduce and the update
         self.seconds = dict.fromkeys(("steps", "gradients", "allreduce", "update"), 0.0)
         self.n_steps = 0
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The optimizer's state: the step count and the slots."""
+        return self.optimizer.state  # type: ignore[return-value]
 
     def step(self, rows: np.ndarray | None) -> Summed | None:
         """One global step on this rank's ``rows`` (None: all); returns the global
@@ -172,14 +177,14 @@ class _Replica:
                                                   self.state)
         if not steps.all_finite_on_host(self.placement, new_params, state["slots"]):
             raise DivergenceError(step, self.last_loss)
-        model.params, self.state = new_params, state
-        self.optimizer.state = state
+        model.params, self.optimizer.state = new_params, state
         self.last_loss = loss
 
     def host_state(self) -> dict[str, Any]:
         """The parameters and the optimizer's state, on the host."""
-        return {"params": self.model.host_params(), "step": self.state["step"],
-                "slots": [[_backend.to_host(s) for s in ss] for ss in self.state["slots"]]}
+        state = self.state
+        return {"params": self.model.host_params(), "step": state["step"],
+                "slots": [[_backend.to_host(s) for s in ss] for ss in state["slots"]]}
 
     def result(self, error: DivergenceError | None = None) -> dict[str, Any]:
         """What the rank hands back: its final state, its error, where its time went."""
