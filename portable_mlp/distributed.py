@@ -47,29 +47,69 @@ def fit_spmd(model: Sequential, X: Any, Y: Any, *, client: Any = None, backend: 
     """Train ``model`` on dask arrays (or DataFrames) chunked by rows, one rank per worker
     that holds rows; return the per-epoch history, as ``Trainer.fit`` does.
 
-    Each rank trains on ``backend`` (numpy, torch or cupy; ``device`` per worker) and
-    the ranks sum their gradients with ``collective_name`` ("gloo" on CPU, "nccl" on
-    CUDA GPUs). ``batch_size`` is global: every step trains on ``batch_size`` rows
-    across the ranks, each rank taking its share in proportion to its rows, and an
-    epoch has ``ceil(n / batch_size)`` steps on every rank. None: the full batch, one
-    step an epoch (the same rows, and the same float64 trajectory, as ``fit`` in one
-    process). Each rank shuffles its own rows from ``(seed, epoch, rank)``.
-
     The history and ``callbacks`` are those of ``Trainer.fit``: rank 0 reports each
     epoch to this process, where the callbacks run (they see a ``Trainer`` holding the
-    model after that epoch) and may stop the fit. ``checkpoint`` is written here (with
-    ``pm.save``, atomically) every ``checkpoint_every`` epochs; ``resume`` continues
-    from such a file, at the epoch its step count falls in, up to ``epochs``.
+    model after that epoch) and may stop the fit. The parameters (and the optimizer's
+    state) come back into ``model`` on its own backend. A worker that dies raises
+    ``WorkerLostError`` naming the last checkpoint; a rank that raises stops every rank
+    with its error. Ctrl-C ends every rank at a step and raises ``TrainingInterrupted``
+    (its ``history``: the epochs so far), the model holding the last step's parameters,
+    as ``fit`` does. One SPMD fit at a time per worker (a process group is global to its
+    process). The design: docs/distributed.md.
 
-    The parameters (and the optimizer's state) come back into ``model`` on its own
-    backend. A worker that dies raises ``WorkerLostError`` naming the last checkpoint;
-    a rank that raises stops every rank with its error; no collective waits longer than
-    ``timeout`` seconds. Ctrl-C ends every rank at a step and raises
-    ``TrainingInterrupted`` (its ``history``: the epochs so far), the model holding the
-    last step's parameters, as ``fit`` does. One SPMD fit at a time per worker (a process
-    group is global to its process). ``timings``, a dict, receives ``"ranks"``: per
-    rank, its rows, the steps it took, the seconds spent in them (and in their
-    gradients, allreduce and update), and the allreduce's buffer size in bytes.
+    Parameters
+    ----------
+    model : Sequential
+        The model to train, on any backend; its parameters are the ranks' start.
+    X, Y : dask array or DataFrame
+        Features and targets (or 1-D integer labels), chunked by rows. X must be held by
+        Dask; Y may be a host array, then cut into X's row blocks.
+    client : distributed.Client, optional
+        The cluster's client. Default: ``distributed.default_client()``.
+    backend : {"numpy", "torch", "cupy"}, default "numpy"
+        What each rank trains on.
+    device : optional
+        The ranks' device (each worker's own, e.g. "cuda"). Default: the backend's.
+    collective_name : {"gloo", "nccl"}, default "gloo"
+        The allreduce's library: gloo on CPU, NCCL on CUDA GPUs.
+    loss, optimizer, l2, clip_norm
+        As in ``Trainer`` (default "mse", "sgd", 0.0, None).
+    epochs : int, default 1
+        The epochs to train (with ``resume``: the total, counting those already run).
+    batch_size : int, optional
+        Global: every step trains on ``batch_size`` rows across the ranks, each rank
+        taking its share in proportion to its rows; an epoch has ``ceil(n /
+        batch_size)`` steps on every rank. None (the default): the full batch, one step
+        an epoch, the same rows (and float64 trajectory) as ``fit`` in one process.
+    shuffle : bool, default True
+        Shuffle each rank's rows every epoch, from ``(seed, epoch, rank)``.
+    seed : int, default 0
+        The seed of the ranks' shuffles (an integer: None is refused).
+    sample_weight : dask or host array, optional
+        Per-row weights (``(n,)``, non-negative), as in ``fit``.
+    validation_data : (X_val, Y_val), optional
+        Evaluated by rank 0 after each epoch (``val_loss``, ``val_accuracy``).
+    callbacks : iterable of Callback or callable, default ()
+        Run here after each epoch; ``trainer.stop_training = True`` ends the fit.
+    checkpoint : path, optional
+        Written here (``pm.save``, atomically) every ``checkpoint_every`` epochs and at
+        the end. Default: none.
+    checkpoint_every : int, default 1
+        Epochs between checkpoints.
+    resume : path, optional
+        A checkpoint of this model written with the same ``batch_size``: training
+        continues from the epoch its step count ends, up to ``epochs``.
+    timeout : float, default 60.0
+        Seconds any wait in a collective may last (a peer's death is seen at once; a
+        hung peer, or callbacks slower than this, fail the fit after it).
+    progress : bool, default True
+        A progress bar on a terminal, as in ``fit``.
+    verbose : int, default 0
+        A line every ``verbose`` epochs where no bar is drawn (0: none).
+    timings : dict, optional
+        Receives ``"ranks"``: per rank, its rows, the steps it took, the seconds spent
+        in them (and in their gradients, allreduce and update), and the allreduce's
+        buffer size in bytes.
     """
     trainer = Trainer(model, loss=loss, optimizer=optimizer, l2=l2, clip_norm=clip_norm)
     path = _check_arguments(X, client, backend, collective_name, epochs, batch_size, seed,
