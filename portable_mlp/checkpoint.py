@@ -40,6 +40,7 @@ import safetensors.numpy
 from portable_mlp import _backend, layers, optim, validation
 from portable_mlp._backend import Placement
 from portable_mlp.callback_base import Callback
+from portable_mlp.callbacks import check_logged, check_monitor, logged_value, sign_of
 from portable_mlp.train import DivergenceError
 
 if TYPE_CHECKING:
@@ -628,30 +629,74 @@ def _check_step_fits(step: int, place: Placement) -> None:
 # --- the callback -----------------------------------------------------------
 
 class Checkpoint(Callback):
-    """Save the model (and the optimizer's state) to ``path`` every ``every`` epochs and at
-    the end of training. A diverged model is never saved: the last good file is kept.
+    """Save the model (and the optimizer's state) to ``path`` during ``fit``.
 
-    An epoch whose logged loss (or any logged value) is not finite raises
-    ``DivergenceError`` instead of being saved, so that ``exc.history`` ends with the
-    last good epoch. Where the file cannot be written (no such folder, an optimizer
-    that checkpoints do not know) ``fit`` fails at its start, before any step.
+    What the file holds when ``fit`` returns does not depend on the order of the callbacks:
+
+    - ``save_best_only=False`` (the default): the model as ``fit`` returns it. It is saved
+      every ``every`` epochs and at the end, after any ``EarlyStopping`` has restored its
+      best epoch (callbacks that change the model end first).
+    - ``save_best_only=True``: the model of the epoch with the best ``monitor`` value,
+      saved at that epoch and never at the end (the best epoch's optimizer state with it).
+
+    A diverged model is never saved: an epoch whose logged loss (or any logged value) is
+    not finite raises ``DivergenceError`` instead, so that ``exc.history`` ends with the
+    last good epoch and the file keeps the last good model. Where the file cannot be
+    written (no such folder, an optimizer that checkpoints do not know) ``fit`` fails at
+    its start, before any step.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write (safetensors, replaced atomically at each save).
+    every : int, default 1
+        Save every ``every`` epochs (``save_best_only=False``).
+    save_optimizer : bool, default True
+        Save the optimizer's state too, so that ``pm.load_optimizer`` resumes training.
+    save_best_only : bool, default False
+        Save only at an epoch that improves ``monitor``, and not at the end.
+    monitor : str, default "loss"
+        What ``save_best_only`` watches: ``"loss"``, ``"accuracy"``, ``"val_loss"`` or
+        ``"val_accuracy"``.
+    mode : {"auto", "min", "max"}, default "auto"
+        Whether lower or higher ``monitor`` is better; ``"auto"``: higher for
+        accuracies.
+
+    Attributes
+    ----------
+    saved : int
+        How many times the file was written in this fit.
+    best : float
+        The best ``monitor`` value saved (``save_best_only``).
+    best_epoch : int
+        The epoch (from 1) whose model the file holds with ``save_best_only``; 0 before
+        one is saved.
     """
 
     def __init__(self, path: str | os.PathLike[str], every: int = 1,
-                 save_optimizer: bool = True) -> None:
+                 save_optimizer: bool = True, save_best_only: bool = False,
+                 monitor: str = "loss", mode: str = "auto") -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         self.path = os.fspath(path)
         self.every = validation.positive("every", every, integer=True)
         self.save_optimizer = bool(save_optimizer)
+        self.save_best_only = bool(save_best_only)
+        self.monitor = check_monitor("Checkpoint", monitor)
+        self.sign = sign_of(monitor, mode)
         self.saved = 0
+        self.best, self.best_epoch = self.sign * math.inf, 0
         self._last_loss: float | None = None
 
     def on_train_begin(self, trainer: Trainer) -> None:
+        """Check that the file can be written (and the monitored value is logged)."""
         check_target(self.path)
         if self.save_optimizer:
             _optimizer_config(trainer.optimizer, None)  # TypeError for an unknown kind
+        if self.save_best_only:
+            check_logged("Checkpoint", self.monitor, trainer)
         self._last_loss = None
+        self.saved, self.best, self.best_epoch = 0, self.sign * math.inf, 0
 
     def _save(self, trainer: Trainer) -> None:
         trainer.check_divergence()  # raises DivergenceError before a diverged save
@@ -659,6 +704,7 @@ class Checkpoint(Callback):
         self.saved += 1
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        """Save every ``every`` epochs, or at a new best (``save_best_only``)."""
         bad = {key: value for key, value in logs.items() if not math.isfinite(value)}
         if bad:
             trainer.check_divergence()  # a step skipped as non-finite: the exact step
@@ -668,8 +714,15 @@ class Checkpoint(Callback):
                 f"the model it made logs {key} = {value} (last finite loss: {last}); "
                 f"{self.path!r} keeps the last epoch saved, whose logs were finite"))
         self._last_loss = logs.get("loss", self._last_loss)
-        if (epoch + 1) % self.every == 0:
+        if self.save_best_only:
+            value = logged_value("Checkpoint", self.monitor, logs)
+            if self.sign * value < self.sign * self.best:
+                self._save(trainer)
+                self.best, self.best_epoch = value, epoch + 1
+        elif (epoch + 1) % self.every == 0:
             self._save(trainer)
 
     def on_train_end(self, trainer: Trainer) -> None:
-        self._save(trainer)
+        """Save the model as ``fit`` returns it (not with ``save_best_only``)."""
+        if not self.save_best_only:
+            self._save(trainer)

@@ -21,7 +21,7 @@ import numpy as np
 
 from portable_mlp import collective, losses, spmd_rank, validation
 from portable_mlp._backend import WorkerLostError
-from portable_mlp.callback_base import as_callbacks
+from portable_mlp.callback_base import as_callbacks, train_end
 from portable_mlp.checkpoint import check_target, load_optimizer, save
 from portable_mlp.progress import check_verbose, progress_report
 from portable_mlp.train import Trainer, TrainingInterrupted, validation_pair
@@ -437,8 +437,7 @@ class _Follower:
                 raise final["error"]
         if self.checkpoint is not None:
             save(self.trainer.model, self.checkpoint, self.trainer.optimizer)
-        for cb in self.cbs:
-            cb.on_train_end(self.trainer)
+        train_end(self.cbs, self.trainer)
 
     def interrupted(self, final: dict[str, Any] | None) -> None:
         """Raise ``TrainingInterrupted`` with the epochs so far, the model holding rank

@@ -95,12 +95,31 @@ class Sequential:
         return self._decayed
 
     def to(self, backend: Any = None, device: Any = None, dtype: Any = None) -> Sequential:
-        """A copy of this model on another backend, device or dtype (None: keep / default)."""
+        """A copy of this model on another backend, device or dtype.
+
+        Parameters
+        ----------
+        backend : str, array namespace or None, default None
+            The backend's name (``"numpy"``, ``"torch"``, ``"jax"``, ``"dask"``,
+            ``"cupy"``, ``"array_api_strict"``) or namespace; None keeps the model's.
+        device : str or device or None, default None
+            The device; None keeps the model's on the same backend, and takes the
+            backend's default device on another.
+        dtype : str or dtype or None, default None
+            The float dtype; None keeps the model's, on any backend: a float64 model
+            stays float64 (on JAX that needs ``jax_enable_x64``, or the move is refused
+            with the way to enable it, as ``pm.load`` refuses), never downcast.
+
+        Returns
+        -------
+        Sequential
+            The copy; this model is left as it is.
+        """
         same_backend = backend is None or _backend.backend_name(backend) == self.backend
         placement = Placement.create(
             self.backend if backend is None else backend,
             device if device is not None or not same_backend else self.placement.device,
-            dtype if dtype is not None else (self.placement.dtype if same_backend else None),
+            self.placement.dtype if dtype is None else dtype,
         )
         return Sequential._from_host(self.pieces, self.host_params(), placement,
                                      f"model.to(dtype={placement.dtype!r})")

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from portable_mlp import _backend, batches, grad, losses, optim, steps, validation
-from portable_mlp.callback_base import as_callbacks
+from portable_mlp.callback_base import as_callbacks, train_end
 from portable_mlp.progress import Silent, check_verbose, progress_report
+from portable_mlp.threads import check_threads, limited
 
 if TYPE_CHECKING:
     from portable_mlp.model import Sequential
@@ -92,15 +93,40 @@ class _Data:
 class Trainer:
     """Holds a model, a loss, an optimizer (and its state) and trains the model.
 
-    ``compile``: where the backend compiles (JAX), ``step`` runs as one compiled
-    function and ``fit`` runs each epoch as one (``lax.scan`` over the batches of the
-    data kept on the device): one compilation per fit. None (the default) compiles
-    where the backend can; False runs eagerly, one operation at a time.
+    Parameters
+    ----------
+    model : Sequential
+        The model to train; ``fit`` and ``step`` replace its ``params``.
+    loss : str, default "mse"
+        ``"mse"`` (``sum((out - Y)**2) / (2N)``), ``"cross_entropy"`` and
+        ``"binary_cross_entropy"`` (on logits: end the model with ``output="identity"``),
+        or ``"poisson"`` (half the Poisson deviance of ``exp(output)``).
+    optimizer : Optimizer or str, default "sgd"
+        ``pm.SGD(...)``, ``pm.Adam(...)``, or the name ``"sgd"`` / ``"adam"`` for one
+        with its default settings. The trainer keeps its state across ``fit`` calls.
+    l2 : float, default 0.0
+        Adds ``l2 * sum(W**2) / (2N)`` over the weight matrices (not the biases).
+    clip_norm : float or None, default None
+        Clips the gradients to this global norm; None does not clip.
+    check_every : int, default 100
+        Where reading a value back costs a device sync (GPU, JAX, Dask), the steps
+        between two reads of the deferred divergence check.
+    compile : bool or None, default None
+        Where the backend compiles (JAX), ``step`` runs as one compiled function and
+        ``fit`` runs each epoch as one (``lax.scan`` over the batches of the data kept
+        on the device): one compilation per fit. None compiles where the backend can;
+        False runs eagerly, one operation at a time.
+    threads : int or None, default None
+        Limits torch's and the BLAS library's threads to this many during ``fit`` and
+        ``evaluate`` (``portable_mlp.threads``), and puts them back after. None keeps
+        the libraries' settings (one thread per core), and warns once per process where
+        they outnumber the idle cores: on a busy machine, ``threads=1`` is often several
+        times faster (``step`` alone runs with the process's settings).
     """
 
     def __init__(self, model: Sequential, loss: str = "mse", optimizer: Any = "sgd",
                  l2: float = 0.0, clip_norm: float | None = None, check_every: int = 100,
-                 compile: bool | None = None) -> None:
+                 compile: bool | None = None, threads: int | None = None) -> None:
         self._loss_fn = grad.check_loss(model, loss)
         self.model, self.loss = model, loss
         self.optimizer = optim.get(optimizer)
@@ -108,6 +134,7 @@ class Trainer:
         self.clip_norm = validation.positive("clip_norm", clip_norm, allow_none=True)
         self.check_every = validation.positive("check_every", check_every, integer=True)
         self.compiled = _check_compile(model, compile)
+        self.threads = check_threads(threads)
         self.steps = 0                      # completed steps
         self.log_keys: tuple[str, ...] | None = None  # set by fit: what each epoch logs
         self.stop_training = False          # a callback may set it to end fit
@@ -241,41 +268,103 @@ class Trainer:
     def fit(self, X: Any, Y: Any, epochs: int = 1000, batch_size: int | None = None,
             shuffle: bool = True, seed: int | None = 0, callbacks: Iterable[Any] = (),
             progress: bool = True, validation_data: tuple[Any, Any] | None = None,
-            sample_weight: Any = None, epoch_loss: str = "steps", verbose: int = 0
-            ) -> dict[str, list[float]]:
+            sample_weight: Any = None, epoch_loss: str = "steps", verbose: int = 0,
+            validation_split: float = 0.0) -> dict[str, list[float]]:
         """Train for ``epochs`` passes over (X, Y); return the per-epoch history.
 
         Data is validated (NaN/inf included) and moved to the model's device once;
         any bad argument raises before the model or the optimizer is touched.
         Calling fit again continues training: the optimizer's state is kept.
-        ``sample_weight`` (``(n,)``, non-negative) makes every loss a weighted mean; a
-        batch whose weights are all zero holds no sample in effect and is skipped.
 
-        The history's keys, one value per epoch:
+        Parameters
+        ----------
+        X : array of shape (n, n_features)
+            The features: NumPy (host) data, or arrays of the model's backend and device.
+            Another float dtype is cast to the model's.
+        Y : array of shape (n, n_outputs) or (n,)
+            The targets, or 1-D integer class labels ``0..k-1`` (NumPy, a pandas or dask
+            Series, or the model's own arrays), one-hot encoded on the model's backend
+            (a model with one output takes 0/1 labels). Other labels (strings,
+            categories): ``classes, Y = np.unique(Y, return_inverse=True)`` first.
+        epochs : int, default 1000
+            Passes over the data.
+        batch_size : int or None, default None
+            Rows per step; None trains on all the rows at once (full batch). The last
+            batch of an epoch may be shorter.
+        shuffle : bool, default True
+            Draw a new order of the rows for every epoch (from ``seed``); False keeps
+            the rows' order.
+        seed : int or None, default 0
+            The random seed of the shuffling: the same seed gives the same batches on
+            every backend. None draws a fresh one.
+        callbacks : iterable of Callback or callables, default ()
+            Called after every epoch (``on_epoch_end(trainer, epoch, logs)``) and at the
+            start and end of training: ``pm.EarlyStopping``, ``pm.Checkpoint``, or any
+            function ``fn(trainer, epoch, logs)``. At the end, callbacks that change the
+            model (EarlyStopping's restore) run before those that save it (Checkpoint),
+            whatever their order in the list.
+        progress : bool, default True
+            Draw a progress bar on a terminal (tqdm); elsewhere nothing, unless
+            ``verbose``.
+        validation_data : (X_val, Y_val) or None, default None
+            Evaluate the model on this pair after every epoch: ``val_loss`` and
+            ``val_accuracy`` in the history.
+        sample_weight : array of shape (n,) or None, default None
+            Non-negative weights per row: every loss becomes a weighted mean; a batch
+            whose weights are all zero is skipped.
+        epoch_loss : {"steps", "evaluate"}, default "steps"
+            How the history's ``loss`` and ``accuracy`` are computed (below).
+        verbose : int, default 0
+            Print a line every ``verbose`` epochs (and after the last) where no
+            progress bar is drawn: in a log, a notebook's captured output or a CI job.
+            0 prints nothing.
+        validation_split : float, default 0.0
+            The fraction of the rows, taken from the end of (X, Y) before any shuffling,
+            held out as ``validation_data`` (as Keras does; ``sample_weight`` is split
+            alike). 0.0 holds out nothing; it cannot be combined with ``validation_data``.
 
-        - ``loss``: with ``epoch_loss="steps"`` (the default), the mean of the epoch's
-          step losses (l2 term included), each computed by its step's forward pass,
-          before that step's update, and weighted by its batch's size or total sample
-          weight: a running mean, as Keras and scikit-learn report, at no extra cost.
-          With ``epoch_loss="evaluate"``, the loss of the model after the epoch, on all
-          of (X, Y): one more forward pass over the data per epoch.
-        - ``accuracy``: the (weighted) fraction of samples whose class the model got
-          right, read off the same forward passes as ``loss``.
-        - ``val_loss``, ``val_accuracy`` (with ``validation_data``): the model after the
-          epoch, evaluated on the validation data.
+        Returns
+        -------
+        dict of str to list of float
+            The history, one value per epoch:
 
-        Per-step values stay on the device and are read back once per epoch.
-        ``progress`` draws a bar on a terminal (tqdm); ``verbose=k`` prints a line every
-        ``k`` epochs (and after the last) where no bar is drawn: in a log, a notebook's
-        captured output or a CI job.
+            - ``loss``: with ``epoch_loss="steps"`` (the default), the mean of the
+              epoch's step losses (l2 term included), each computed by its step's forward
+              pass, before that step's update, and weighted by its batch's size or total
+              sample weight: a running mean, as Keras and scikit-learn report, at no extra
+              cost. With ``epoch_loss="evaluate"``, the loss of the model after the
+              epoch, on all of (X, Y): one more forward pass over the data per epoch.
+            - ``accuracy``: the (weighted) fraction of samples whose class the model got
+              right, read off the same forward passes as ``loss``.
+            - ``val_loss``, ``val_accuracy`` (with ``validation_data`` or
+              ``validation_split``): the model after the epoch, on the validation data.
 
-        A non-finite loss or gradient raises ``DivergenceError`` (the model and the
-        optimizer keep their last finite state; ``exc.history`` holds the history).
-        Ctrl-C (SIGINT, main thread only) stops at the next step boundary (compiled:
-        epoch boundary) and raises ``TrainingInterrupted``, a KeyboardInterrupt whose
-        ``.history`` holds the completed epochs; the model holds the last completed
-        step's parameters.
+        Raises
+        ------
+        DivergenceError
+            A non-finite loss or gradient (the model and the optimizer keep their last
+            finite state; ``exc.history`` holds the history).
+        TrainingInterrupted
+            Ctrl-C (SIGINT, main thread only) stops at the next step boundary (compiled:
+            epoch boundary); a KeyboardInterrupt whose ``.history`` holds the completed
+            epochs. The model holds the last completed step's parameters.
+
+        Notes
+        -----
+        Per-step values stay on the device and are read back once per epoch. With the
+        trainer's ``threads``, torch's and the BLAS library's threads are limited for the
+        call and put back after.
         """
+        X, Y, sample_weight, validation_data = split_validation(
+            X, Y, sample_weight, validation_data, validation_split)
+        with limited(self.threads):
+            return self._fit(X, Y, epochs, batch_size, shuffle, seed, callbacks, progress,
+                             validation_data, sample_weight, epoch_loss, verbose)
+
+    def _fit(self, X: Any, Y: Any, epochs: int, batch_size: int | None, shuffle: bool,
+             seed: int | None, callbacks: Iterable[Any], progress: bool,
+             validation_data: tuple[Any, Any] | None, sample_weight: Any, epoch_loss: str,
+             verbose: int) -> dict[str, list[float]]:
         model = self.model
         epochs = validation.positive("epochs", epochs, integer=True)
         batch_size = validation.positive("batch_size", batch_size, integer=True, allow_none=True)
@@ -315,8 +404,7 @@ class Trainer:
             finally:
                 bar.close()
             if not self._interrupted:
-                for cb in cbs:
-                    cb.on_train_end(self)
+                train_end(cbs, self)
         if self._interrupted:
             raise TrainingInterrupted(self.steps, history)
         return history
@@ -381,9 +469,9 @@ class Trainer:
             loss, hits, seen = sums
             logs = {"loss": loss / seen, "accuracy": hits / seen}
         else:
-            logs = self.evaluate(data.X, data.Y, data.w)
+            logs = self._evaluate(data.X, data.Y, data.w)
         if val is not None:
-            val_logs = self.evaluate(*val)
+            val_logs = self._evaluate(*val)
             logs.update(val_loss=val_logs["loss"], val_accuracy=val_logs["accuracy"])
         return logs
 
@@ -439,12 +527,59 @@ class Trainer:
             self._check(pending=0)
         return loss_total, hit_total, plan.weight
 
-    def evaluate(self, X: Array, Y: Array, w: Array | None = None) -> dict[str, float]:
-        """Loss (with the l2 term) and accuracy of the current model on placed data
-        (weighted means with per-sample weights ``w``)."""
+    def evaluate(self, X: Any, Y: Any, sample_weight: Any = None) -> dict[str, float]:
+        """The loss (with the l2 term) and accuracy of the model as it is now.
+
+        Parameters
+        ----------
+        X : array of shape (n, n_features)
+            Features, as ``fit`` takes them (host data is moved to the model's device).
+        Y : array of shape (n, n_outputs) or (n,)
+            Targets or 1-D integer class labels, as ``fit`` takes them.
+        sample_weight : array of shape (n,) or None, default None
+            Per-row weights: the loss and the accuracy become weighted means.
+
+        Returns
+        -------
+        dict of str to float
+            ``{"loss": ..., "accuracy": ...}``.
+        """
+        model = self.model
+        Xd = validation.features(model, X, check_values=True)
+        Yd = validation.targets(model, Y, Xd.shape[0], check_values=True)
+        wd = validation.sample_weights(model, sample_weight, Xd.shape[0])
+        losses.check_targets(self.loss, model.xp, Yd)
+        with limited(self.threads):
+            return self._evaluate(Xd, Yd, wd)
+
+    def _evaluate(self, X: Array, Y: Array, w: Array | None = None) -> dict[str, float]:
+        """``evaluate`` on data already checked and placed on the model."""
         loss, accuracy = self._function(steps.evaluation)(self.model.params, X, Y, w)
         loss, accuracy = self.model.placement.read_scalars([loss, accuracy])
         return {"loss": loss, "accuracy": accuracy}
+
+
+def split_validation(X: Any, Y: Any, sample_weight: Any, validation_data: Any,
+                     fraction: float) -> tuple[Any, Any, Any, Any]:
+    """``fit``'s ``validation_split``: the last ``fraction`` of the rows of X, Y (and
+    ``sample_weight``) held out as ``validation_data``, as Keras takes them."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation_split must be a fraction in [0, 1), got {fraction!r}")
+    if fraction == 0.0:
+        return X, Y, sample_weight, validation_data
+    if validation_data is not None:
+        raise ValueError("pass validation_data or validation_split, not both")
+    X, Y = validation.sliceable(X, "X"), validation.sliceable(Y, "Y")
+    n = int(X.shape[0])
+    held = int(n * fraction)
+    if held < 1 or held >= n:
+        raise ValueError(f"validation_split={fraction} of {n} rows holds out {held}; it must "
+                         "leave at least one row on each side")
+    cut = n - held
+    if sample_weight is not None:
+        sample_weight = validation.sliceable(sample_weight, "sample_weight")[:cut]
+    return X[:cut], Y[:cut], sample_weight, (X[cut:], Y[cut:])
 
 
 def validation_pair(model: Sequential, validation_data: Any) -> tuple[Array, Array] | None:
@@ -468,8 +603,63 @@ def _check_compile(model: Sequential, compile: Any) -> bool:
 
 
 def fit(model: Sequential, X: Any, Y: Any, loss: str = "mse", optimizer: Any = "sgd",
-        l2: float = 0.0, clip_norm: float | None = None, **fit_kwargs: Any
-        ) -> dict[str, list[float]]:
-    """Shorthand for ``Trainer(model, loss, optimizer, l2, clip_norm).fit(X, Y, ...)``."""
-    return Trainer(model, loss=loss, optimizer=optimizer, l2=l2,
-                   clip_norm=clip_norm).fit(X, Y, **fit_kwargs)
+        l2: float = 0.0, clip_norm: float | None = None, epochs: int = 1000,
+        batch_size: int | None = None, shuffle: bool = True, seed: int | None = 0,
+        callbacks: Iterable[Any] = (), progress: bool = True,
+        validation_data: tuple[Any, Any] | None = None, sample_weight: Any = None,
+        epoch_loss: str = "steps", verbose: int = 0, validation_split: float = 0.0,
+        threads: int | None = None) -> dict[str, list[float]]:
+    """Train ``model`` on (X, Y): ``Trainer(model, loss, optimizer, ...).fit(X, Y, ...)``.
+
+    Parameters
+    ----------
+    model : Sequential
+        The model to train (``pm.MLP(...)`` or ``pm.Sequential([...])``).
+    X : array of shape (n, n_features)
+        The features (see ``Trainer.fit``).
+    Y : array of shape (n, n_outputs) or (n,)
+        The targets, or 1-D integer class labels (see ``Trainer.fit``).
+    loss : str, default "mse"
+        The loss's name (see ``Trainer``).
+    optimizer : Optimizer or str, default "sgd"
+        ``pm.SGD(...)``, ``pm.Adam(...)``, or ``"sgd"`` / ``"adam"``.
+    l2 : float, default 0.0
+        The weight decay (see ``Trainer``).
+    clip_norm : float or None, default None
+        Clip the gradients to this global norm; None does not clip.
+    epochs : int, default 1000
+        Passes over the data.
+    batch_size : int or None, default None
+        Rows per step; None: all of them (full batch).
+    shuffle : bool, default True
+        A new order of the rows every epoch (from ``seed``).
+    seed : int or None, default 0
+        The random seed of the shuffling.
+    callbacks : iterable of Callback or callables, default ()
+        ``pm.EarlyStopping``, ``pm.Checkpoint`` or ``fn(trainer, epoch, logs)``.
+    progress : bool, default True
+        A progress bar on a terminal.
+    validation_data : (X_val, Y_val) or None, default None
+        Evaluated after every epoch (``val_loss``, ``val_accuracy``).
+    sample_weight : array of shape (n,) or None, default None
+        Non-negative per-row weights of the loss.
+    epoch_loss : {"steps", "evaluate"}, default "steps"
+        How the history's loss is computed (see ``Trainer.fit``).
+    verbose : int, default 0
+        Print a line every ``verbose`` epochs where no bar is drawn; 0: never.
+    validation_split : float, default 0.0
+        The last fraction of the rows held out as validation data, as Keras does.
+    threads : int or None, default None
+        Limit torch's and the BLAS library's threads for this call (see ``Trainer``).
+
+    Returns
+    -------
+    dict of str to list of float
+        The per-epoch history (see ``Trainer.fit``).
+    """
+    trainer = Trainer(model, loss=loss, optimizer=optimizer, l2=l2, clip_norm=clip_norm,
+                      threads=threads)
+    return trainer.fit(X, Y, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                       callbacks=callbacks, progress=progress, validation_data=validation_data,
+                       sample_weight=sample_weight, epoch_loss=epoch_loss, verbose=verbose,
+                       validation_split=validation_split)

@@ -235,22 +235,45 @@ def _encoded_labels(model: Sequential, Y: Any, name: str) -> Any:
     """1-D integer labels (host or the model's own) one-hot encoded on the model's device;
     anything else as it is, for ``rows`` to check."""
     placement = model.placement
-    if isinstance(Y, (list, tuple)):
-        Y = np.asarray(Y)
+    Y = sliceable(Y, name)
+    if placement.backend == "dask":
+        Y = _dask_rows(Y, name)
     host = isinstance(Y, np.ndarray)
     if not (host or placement.owns(Y)) or Y.ndim != 1:
         return Y
     k = model.n_outputs
     if not (Y.dtype.kind in "iu" if host else model.xp.isdtype(Y.dtype, "integral")):
         raise ValueError(f"{name} must be 2-D, (n, {k}) targets, or 1-D integer class "
-                         f"labels; got a 1-D array of dtype {Y.dtype} (labels held as floats: "
-                         f"convert them to integers first)")
+                         f"labels 0..{max(k, 2) - 1}; got a 1-D array of dtype {Y.dtype}. "
+                         f"{_label_hint(Y.dtype)}")
     labels = placement.indices(Y) if host else Y
     try:
         return one_hot(labels, max(k, 2), dtype=model.dtype)[:, -k:]  # one output: column 1
     except ValueError as exc:
         raise ValueError(f"{name} holds class labels, but the model has "
                          f"{k} output{'s' if k > 1 else ''} ({exc})") from None
+
+
+def _label_hint(dtype: Any) -> str:
+    if getattr(dtype, "kind", "") == "f":
+        return "Labels held as floats: convert them to integers first (y.astype(int))"
+    return ("For string, categorical or other labels: classes, y = np.unique(y, "
+            "return_inverse=True) gives integer labels (classes[k] names class k), or use "
+            "portable_mlp.sklearn.MLPClassifier, which takes any labels")
+
+
+def sliceable(data: Any, name: str) -> Any:
+    """Lists as NumPy arrays, pandas Series and DataFrames as their NumPy values (a
+    categorical Series as its categories), dask DataFrames and Series as dask arrays with
+    known row blocks; arrays as they are."""
+    if isinstance(data, (list, tuple)):
+        return np.asarray(data)
+    module = type(data).__module__
+    if module.startswith("pandas"):
+        return data.to_numpy()
+    if module.startswith("dask.dataframe"):
+        return _dask_rows(data, name)
+    return data
 
 
 def sample_weights(model: Sequential, weights: Any, n: int,

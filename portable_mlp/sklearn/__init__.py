@@ -26,8 +26,13 @@ A call that raises (bad input, divergence without early stopping) leaves a fitte
 estimator as it was before the call.
 """
 
-from portable_mlp.sklearn._classifier import MLPClassifier
-from portable_mlp.sklearn._regressor import MLPRegressor
+from portable_mlp._install import require
+
+require("sklearn", "portable_mlp.sklearn", "sklearn")
+require("scipy", "portable_mlp.sklearn", "sklearn")
+
+from portable_mlp.sklearn._classifier import MLPClassifier  # noqa: E402 - after the hint
+from portable_mlp.sklearn._regressor import MLPRegressor  # noqa: E402
 
 __all__ = ["MLPClassifier", "MLPRegressor", "register_onnx_converters"]
 

@@ -27,10 +27,11 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from portable_mlp import _backend
+from portable_mlp import _backend, validation
 from portable_mlp.model import MLP
 from portable_mlp.sklearn import _lbfgs, _stochastic
 from portable_mlp.sklearn._weights import LayerList, set_layers
+from portable_mlp.threads import limited
 from portable_mlp.train import Trainer
 
 Array = Any
@@ -71,6 +72,7 @@ class BaseMLP(BaseEstimator):
         "device": "no_validation",
         "dtype": [StrOptions({"float32", "float64"}), None],
         "clip_norm": [Interval(numbers.Real, 0, None, closed="neither"), None],
+        "threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
     }
 
     def __init__(self, **params: Any) -> None:
@@ -110,7 +112,8 @@ class BaseMLP(BaseEstimator):
         """Fit, or leave every fitted attribute (weights, optimizer, curves) as it was."""
         before, weights = self._fitted_state()
         try:
-            self._fit_unguarded(X, y, sample_weight, incremental, classes)
+            with limited(self.threads):
+                self._fit_unguarded(X, y, sample_weight, incremental, classes)
         except BaseException:
             self._restore(before, weights)
             raise
@@ -204,6 +207,7 @@ class BaseMLP(BaseEstimator):
 
     @staticmethod
     def _dask_targets(y: Any, n: int) -> Any:
+        y = validation.sliceable(y, "y")  # a dask or pandas Series: its array
         if not hasattr(y, "shape"):
             y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
@@ -320,6 +324,59 @@ class BaseMLP(BaseEstimator):
     @intercepts_.setter
     def intercepts_(self, arrays: list[Any]) -> None:
         set_layers(self, 1, arrays)
+
+    # --- moving a fitted estimator ---------------------------------------------
+    def set_params(self, **params: Any) -> BaseMLP:
+        """Set parameters, as scikit-learn's ``set_params``; on a fitted estimator, a new
+        ``backend``, ``device`` or ``dtype`` also moves the fitted model there (``to``).
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters by name.
+
+        Returns
+        -------
+        self
+        """
+        super().set_params(**params)
+        if hasattr(self, "model_") and {"backend", "device", "dtype"} & set(params):
+            self._move(self.backend, self.device, self.dtype)
+        return self
+
+    def to(self, backend: Any, device: Any = None, dtype: Any = None) -> BaseMLP:
+        """Move the fitted estimator (model, optimizer state, classes) to another backend,
+        device or dtype, and set those parameters, so that a refit trains there too.
+
+        A torch- or GPU-trained estimator moved with ``to("numpy")`` serves and pickles
+        where torch (or the GPU) is missing.
+
+        Parameters
+        ----------
+        backend : str
+            The backend's name: ``"numpy"``, ``"torch"``, ``"jax"``, ``"dask"``,
+            ``"cupy"`` or ``"array_api_strict"``.
+        device : str or None, default None
+            The device on that backend; None: the backend's default.
+        dtype : {"float32", "float64"} or None, default None
+            The float dtype; None keeps the model's (never downcast).
+
+        Returns
+        -------
+        self
+        """
+        check_is_fitted(self)
+        BaseEstimator.set_params(self, backend=backend, device=device, dtype=dtype)
+        self._move(backend, device, dtype)
+        return self
+
+    def _move(self, backend: Any, device: Any, dtype: Any) -> None:
+        """The fitted state through its host copy (as pickling takes it) onto the new
+        placement."""
+        state = self.__getstate__()
+        model = state["model_"].to(backend or state["placement_"].backend, device, dtype)
+        state["model_"], state["placement_"] = model, model.placement
+        self.__setstate__(state)
 
     # --- python protocol -----------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

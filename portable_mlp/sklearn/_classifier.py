@@ -48,7 +48,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  class_weight=None, backend=None, device=None, dtype=None,
-                 clip_norm=None) -> None:
+                 clip_norm=None, threads=None) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -58,7 +58,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
             max_fun=max_fun, class_weight=class_weight, backend=backend, device=device,
-            dtype=dtype, clip_norm=clip_norm)
+            dtype=dtype, clip_norm=clip_norm, threads=threads)
 
     @property
     def _loss(self) -> str:

@@ -38,7 +38,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 backend=None, device=None, dtype=None, clip_norm=None) -> None:
+                 backend=None, device=None, dtype=None, clip_norm=None, threads=None) -> None:
         super().__init__(
             loss=loss, hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -47,7 +47,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun, backend=backend, device=device, dtype=dtype, clip_norm=clip_norm)
+            max_fun=max_fun, backend=backend, device=device, dtype=dtype, clip_norm=clip_norm,
+            threads=threads)
 
     @property
     def _loss(self) -> str:

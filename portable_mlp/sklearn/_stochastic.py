@@ -158,7 +158,7 @@ class _Epochs(Callback):
     def _validate(self, trainer: Trainer) -> None:
         est = self.est
         Xv, Yv, wv = self.val  # type: ignore[misc]
-        est.validation_loss_curve_.append(trainer.evaluate(Xv, Yv, wv)["loss"])
+        est.validation_loss_curve_.append(trainer._evaluate(Xv, Yv, wv)["loss"])
         score = est._placed_score(Xv, Yv, wv)
         est.validation_scores_.append(score)
         if score < est.best_validation_score_ + est.tol:
