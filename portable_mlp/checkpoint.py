@@ -159,6 +159,15 @@ def save(model: Sequential, path: str | os.PathLike[str],
     A model whose parameters are not finite is refused (ValueError) and the file at
     ``path`` is left untouched. A new file gets the permissions the umask gives; a
     file replaced keeps its permissions.
+
+    Parameters
+    ----------
+    model : Sequential
+        The model to write (any backend; its host copy is written).
+    path : str or os.PathLike
+        The file; its folder must exist.
+    optimizer : Optimizer or None, default None
+        Also write this optimizer's state (``pm.load_optimizer`` restores it).
     """
     target = check_target(path)
     data = dumps(model, optimizer)
@@ -562,6 +571,18 @@ def load(path: str | os.PathLike[str], backend: Any = "numpy", device: Any = Non
     """Rebuild the model saved at ``path`` on ``backend``/``device`` (dtype None: the saved one).
 
     Raises ValueError naming the problem if the file is not a valid checkpoint.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by ``pm.save``.
+    backend : str, default "numpy"
+        The backend to rebuild the model on.
+    device : str or None, default None
+        The device on that backend; None: its default.
+    dtype : str or None, default None
+        The float dtype; None: the saved one (refused where the backend lacks it, as
+        float64 on JAX without x64).
     """
     placement = Placement.create(backend, device, dtype)  # bad names fail before any I/O
     ckpt = _Checkpoint(_read(path))
@@ -575,6 +596,16 @@ def load_optimizer(path: str | os.PathLike[str], model: Sequential,
     Pass ``optimizer`` (of the saved kind) to keep its hyper-parameters and schedule
     (schedules are not stored); its state is replaced. Otherwise one is rebuilt from
     the saved hyper-parameters with a constant schedule.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by ``pm.save(model, path, optimizer=...)``.
+    model : Sequential
+        The model the state is placed on (the same architecture as the saved one).
+    optimizer : Optimizer or None, default None
+        An optimizer of the saved kind whose hyper-parameters and schedule are kept; None
+        rebuilds one from the saved hyper-parameters, with a constant schedule.
     """
     from portable_mlp.model import Sequential
 

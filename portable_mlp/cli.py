@@ -12,7 +12,6 @@ model for onnxruntime (needs onnx: the onnx extra).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import itertools
 import math
@@ -20,12 +19,14 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import portable_mlp as pm
 from portable_mlp import _backend, _install, export
+from portable_mlp.threads import ThreadOversubscriptionWarning
 
 PROG = "portable-mlp"
 DATASETS = ("xor", "moons", "circles", "spirals")
@@ -286,29 +287,6 @@ def slow_note(sizes: list[int], n_samples: int, args: argparse.Namespace) -> str
             f"fixed cost per step outweighs its speed, and --backend numpy is faster")
 
 
-@contextlib.contextmanager
-def thread_limit(threads: int | None, backend: str) -> Iterator[None]:
-    """``--threads``: limit torch's threads and the BLAS libraries' (threadpoolctl) for the
-    run, and put them back after; the backend must be imported already."""
-    if threads is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=threads):
-        if backend != "torch":
-            yield
-            return
-        import torch
-
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
-
 def title_of(args: argparse.Namespace, sizes: list[int], data: str, model: pm.Sequential
              ) -> str:
     """One line that names the run: network, data, loss, optimizer and placement."""
@@ -350,6 +328,7 @@ class _Run:
         optimizer = (pm.SGD(lr=args.lr, momentum=args.momentum) if args.optimizer == "sgd"
                      else pm.Adam(lr=args.lr))
         self.trainer = pm.Trainer(self.model, loss=args.loss, optimizer=optimizer, l2=args.l2,
+                                  threads=args.threads,
                                   clip_norm=args.clip_norm)
         self.title = title_of(args, self.sizes, data, self.model)
         self.snapshots = None
@@ -368,7 +347,8 @@ class _Run:
         verbose = 0 if args.quiet else max(1, args.epochs // 10)
         callbacks = [] if self.snapshots is None else [self.snapshots]
         start = time.perf_counter()
-        with thread_limit(args.threads, self.model.backend):
+        with warnings.catch_warnings():  # the CLI's advice on threads is --threads' help
+            warnings.simplefilter("ignore", ThreadOversubscriptionWarning)
             history = self.trainer.fit(self.X, self.y, epochs=args.epochs,
                                        batch_size=args.batch_size, callbacks=callbacks,
                                        progress=not args.quiet, verbose=verbose)

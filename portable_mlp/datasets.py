@@ -14,6 +14,13 @@ def xor(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     ``x0 > 0 xor x1 > 0``.
 
     Returns X float64 (n, 2) and y int64 (n,).
+
+    Parameters
+    ----------
+    n : int, default 300
+        The number of points.
+    seed : int, default 0
+        The random seed of the points (``numpy.random.RandomState``, as the article).
     """
     n = validation.positive("n", n, integer=True)
     X = np.random.RandomState(validation.check_seed(seed)).randn(n, 2)
@@ -26,6 +33,15 @@ def moons(n: int = 300, noise: float = 0.1, seed: int | None = 0
     """Two interleaving half circles (class 0 on top, class 1 below), with Gaussian ``noise``.
 
     Returns X float64 (n, 2) and y int64 (n,), shuffled.
+
+    Parameters
+    ----------
+    n : int, default 300
+        The number of points, split evenly between the two classes.
+    noise : float, default 0.1
+        The standard deviation of the Gaussian noise added to each coordinate.
+    seed : int or None, default 0
+        The random seed; None draws a fresh one.
     """
     n = _at_least("n", n, 2)
     noise = validation.non_negative("noise", noise)
@@ -44,6 +60,17 @@ def circles(n: int = 300, noise: float = 0.05, factor: float = 0.5, seed: int | 
     """Two concentric circles: class 0 of radius 1, class 1 of radius ``factor`` (0 < factor < 1).
 
     Returns X float64 (n, 2) and y int64 (n,), shuffled.
+
+    Parameters
+    ----------
+    n : int, default 300
+        The number of points, split evenly between the two circles.
+    noise : float, default 0.05
+        The standard deviation of the Gaussian noise added to each coordinate.
+    factor : float, default 0.5
+        The inner circle's radius relative to the outer's, in (0, 1).
+    seed : int or None, default 0
+        The random seed; None draws a fresh one.
     """
     n = _at_least("n", n, 2)
     noise = validation.non_negative("noise", noise)
@@ -65,6 +92,17 @@ def spirals(n: int = 300, n_classes: int = 3, noise: float = 0.2, seed: int | No
     """``n_classes`` arms of a spiral winding out of the origin; ``noise`` jitters the angle.
 
     Returns X float64 (n, 2) in the unit disc and y int64 (n,) in 0..n_classes-1, shuffled.
+
+    Parameters
+    ----------
+    n : int, default 300
+        The number of points, split evenly between the arms.
+    n_classes : int, default 3
+        The number of arms, one class each.
+    noise : float, default 0.2
+        The standard deviation of the Gaussian jitter of each point's angle.
+    seed : int or None, default 0
+        The random seed; None draws a fresh one.
     """
     n_classes = _at_least("n_classes", n_classes, 2)
     n = _at_least("n", n, n_classes)

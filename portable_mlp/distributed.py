@@ -224,7 +224,15 @@ def rank_parts(client: Any, data: list[Any]) -> list[tuple[str, list[list[Any] |
     X's blocks stay where they are (``client.who_has``); a block held by several workers
     (replicas) goes to the holder with the fewest rows so far, so that ranks balance.
     The blocks of Y and the weights follow X's (persisted with X, they are mostly on
-    the same worker; those that are not move once, at the start)."""
+    the same worker; those that are not move once, at the start).
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The client of the cluster that holds the blocks.
+    data : list of dask arrays
+        X, Y (and the weights), persisted, chunked alike by rows.
+    """
     from distributed import futures_of, wait
 
     X = data[0]

@@ -16,6 +16,15 @@ def one_hot(y: Any, n_classes: int, dtype: Any = None) -> Any:
 
     The result lives in ``y``'s namespace and on its device; ``dtype`` defaults to
     that namespace's default floating dtype. Lists are treated as NumPy.
+
+    Parameters
+    ----------
+    y : array of shape (n,)
+        Integer class labels in ``[0, n_classes)``, of any backend (a list: NumPy).
+    n_classes : int
+        The number of classes: the columns of the result.
+    dtype : dtype or None, default None
+        The result's float dtype; None: the namespace's default float.
     """
     if isinstance(n_classes, bool) or not isinstance(n_classes, numbers.Integral) or n_classes < 1:
         raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}")

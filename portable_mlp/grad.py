@@ -86,7 +86,23 @@ def l2_penalty(model: Sequential, params: list[Array], n: Any, l2: float) -> Arr
 
 def value_and_grad(model: Sequential, X: Any, Y: Any, loss: str = "mse",
                    l2: float = 0.0, sample_weight: Any = None) -> tuple[Array, list[Array]]:
-    """The loss (a 0-d array) and its gradients, aligned with ``model.params``."""
+    """The loss (a 0-d array) and its gradients, aligned with ``model.params``.
+
+    Parameters
+    ----------
+    model : Sequential
+        The model, at its current parameters.
+    X : array of shape (n, n_features)
+        Features, host or the model's arrays.
+    Y : array of shape (n, n_outputs) or (n,)
+        Targets, or 1-D integer class labels.
+    loss : str, default "mse"
+        The loss's name (see ``Trainer``).
+    l2 : float, default 0.0
+        The weight decay ``l2 * sum(W**2) / (2N)``, with its gradient ``l2 * W / N``.
+    sample_weight : array of shape (n,) or None, default None
+        Per-sample weights of the loss.
+    """
     fn = check_loss(model, loss)
     l2 = validation.non_negative("l2", l2)
     Xp = validation.features(model, X, check_values=True)
@@ -108,6 +124,25 @@ def gradcheck(model: Sequential, X: Any, Y: Any, loss: str = "mse", l2: float = 
     ``GradcheckError`` naming the worst entry otherwise. A NaN or inf gradient, analytic
     or numeric, fails. ``eps`` must be positive, ``rtol`` and ``atol`` finite and
     non-negative (both 0: the two must agree exactly).
+
+    Parameters
+    ----------
+    model : Sequential
+        The model to check (a float64 copy is made; the model is left as it is).
+    X : array of shape (n, n_features)
+        Features.
+    Y : array of shape (n, n_outputs) or (n,)
+        Targets, or 1-D integer class labels.
+    loss : str, default "mse"
+        The loss's name.
+    l2 : float, default 0.0
+        The weight decay, checked with the rest.
+    eps : float, default 1e-6
+        The step of the central differences.
+    rtol : float, default 1e-5
+        The relative tolerance.
+    atol : float, default 1e-8
+        The absolute tolerance.
     """
     l2 = validation.non_negative("l2", l2)
     eps = validation.positive("eps", eps)

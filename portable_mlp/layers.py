@@ -32,6 +32,13 @@ class Piece:
     """A differentiable piece without parameters (the base of every piece)."""
 
     def init(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """This piece's first parameters, as host NumPy arrays (none for an activation).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The model's seeded generator.
+        """
         return []
 
     def decayed(self) -> list[bool]:
@@ -39,13 +46,32 @@ class Piece:
         return []
 
     def output_size(self, in_features: int) -> int:
-        """The number of features this piece outputs for ``in_features`` inputs."""
+        """The number of features this piece outputs for ``in_features`` inputs.
+
+        Parameters
+        ----------
+        in_features : int
+            The features coming in.
+        """
         return in_features
 
     def forward(self, ops: Ops, params: list[Array], x: Array) -> tuple[Array, Backprop]:
+        """The output for ``x``, and the backprop closure that maps the output's gradient
+        to ``(dx, grads)`` (``grads`` aligned with ``params``).
+
+        Parameters
+        ----------
+        ops : Ops
+            The backend's operations (``model.placement.ops``).
+        params : list of arrays
+            This piece's parameters (empty for an activation).
+        x : array of shape (n, in_features)
+            The input.
+        """
         raise NotImplementedError
 
     def to_config(self) -> dict[str, Any]:
+        """The piece as JSON-ready settings: checkpoints rebuild it from them."""
         return {"type": type(self).__name__}
 
     def __repr__(self) -> str:
@@ -60,7 +86,20 @@ class Piece:
 
 
 class Linear(Piece):
-    """``y = x @ W (+ b)`` with ``W`` of shape (in_features, out_features)."""
+    """``y = x @ W (+ b)`` with ``W`` of shape (in_features, out_features).
+
+    Parameters
+    ----------
+    in_features : int
+        The inputs: ``W``'s rows.
+    out_features : int
+        The outputs: ``W``'s columns.
+    bias : bool, default True
+        Add a bias vector ``b``.
+    init : {"uniform", "glorot", "he"}, default "uniform"
+        How ``W`` is drawn: the article's uniform scaled by ``1/sqrt(in_features)``, Glorot
+        uniform, or He normal (for ReLU). ``b`` starts at zero.
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  init: str = "uniform") -> None:

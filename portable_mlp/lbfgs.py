@@ -36,6 +36,17 @@ class LBFGS:
     ``max_iter`` and ``max_fun`` bound the iterations and the loss evaluations,
     ``tol`` is scipy's ``gtol`` (the projected gradient's largest entry), as in
     scikit-learn's MLPs. Needs scipy (``pip install 'portable_mlp[sklearn]'``).
+
+    Parameters
+    ----------
+    max_iter : int, default 200
+        The most iterations.
+    max_fun : int, default 15000
+        The most loss evaluations.
+    tol : float, default 1e-4
+        scipy's ``gtol``: stop when the projected gradient's largest entry is below it.
+    verbose : bool, default False
+        Print one line per iteration.
     """
 
     def __init__(self, max_iter: int = 200, max_fun: int = 15000, tol: float = 1e-4,
@@ -56,6 +67,21 @@ class LBFGS:
         ``loss_curve`` added: the loss after each iteration. A non-finite loss or
         parameters at the end raise ``DivergenceError`` and the model keeps the
         parameters it had before the call.
+
+        Parameters
+        ----------
+        model : Sequential
+            The model to train; it ends with the parameters found.
+        X : array of shape (n, n_features)
+            All the features (full batch).
+        Y : array of shape (n, n_outputs) or (n,)
+            Targets, or 1-D integer class labels.
+        loss : str, default "mse"
+            The loss's name (see ``Trainer``).
+        l2 : float, default 0.0
+            The weight decay.
+        sample_weight : array of shape (n,) or None, default None
+            Per-sample weights of the loss.
         """
         from scipy.optimize import minimize
 

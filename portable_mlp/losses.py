@@ -25,7 +25,19 @@ Loss = Callable[..., tuple[Array, Array]]
 
 
 def mse(ops: Ops, out: Array, y: Array, w: Array | None = None) -> tuple[Array, Array]:
-    """The scratch_mlp article's squared error: ``sum((out - y)**2) / (2N)``."""
+    """The scratch_mlp article's squared error: ``sum((out - y)**2) / (2N)``.
+
+    Parameters
+    ----------
+    ops : Ops
+        The backend's operations (``model.placement.ops``).
+    out : array of shape (n, k)
+        The model's outputs.
+    y : array of shape (n, k)
+        The targets.
+    w : array of shape (n,) or None, default None
+        Per-sample weights: a weighted mean instead of the mean over N.
+    """
     delta = out - y
     if w is None:
         n = out.shape[0]
@@ -40,7 +52,19 @@ def mse(ops: Ops, out: Array, y: Array, w: Array | None = None) -> tuple[Array, 
 
 def cross_entropy(ops: Ops, z: Array, y: Array, w: Array | None = None
                   ) -> tuple[Array, Array]:
-    """``-sum(y * log_softmax(z)) / N`` for logits ``z``, stable for any finite logits."""
+    """``-sum(y * log_softmax(z)) / N`` for logits ``z``, stable for any finite logits.
+
+    Parameters
+    ----------
+    ops : Ops
+        The backend's operations (``model.placement.ops``).
+    z : array of shape (n, k)
+        The logits (the model ends with ``Identity``).
+    y : array of shape (n, k)
+        One-hot (or probability) targets.
+    w : array of shape (n,) or None, default None
+        Per-sample weights: a weighted mean instead of the mean over N.
+    """
     xp = ops.xp
     scale = 1.0 / z.shape[0] if w is None else w
     shifted = z - xp.max(z, axis=1, keepdims=True)
@@ -58,6 +82,17 @@ def binary_cross_entropy(ops: Ops, z: Array, y: Array, w: Array | None = None
     """Sigmoid + binary cross-entropy on logits, summed over outputs, divided by N.
 
     Uses ``max(z, 0) - z*y + log1p(exp(-|z|))``, which never overflows.
+
+    Parameters
+    ----------
+    ops : Ops
+        The backend's operations (``model.placement.ops``).
+    z : array of shape (n, k)
+        The logits, one per independent binary output.
+    y : array of shape (n, k)
+        0/1 targets.
+    w : array of shape (n,) or None, default None
+        Per-sample weights: a weighted mean instead of the mean over N.
     """
     xp = ops.xp
     scale = 1.0 / z.shape[0] if w is None else w
@@ -75,6 +110,17 @@ def poisson(ops: Ops, z: Array, y: Array, w: Array | None = None) -> tuple[Array
     ``y * log(y / exp(z)) - y + exp(z)`` per entry (``0 * log 0`` is 0), as
     scikit-learn's ``poisson_loss``: 0 where ``exp(z) == y``. Needs ``y >= 0``
     (``check_targets`` says so up front; a negative target makes the value NaN).
+
+    Parameters
+    ----------
+    ops : Ops
+        The backend's operations (``model.placement.ops``).
+    z : array of shape (n, k)
+        The log of the predicted means.
+    y : array of shape (n, k)
+        Non-negative counts or rates.
+    w : array of shape (n,) or None, default None
+        Per-sample weights: a weighted mean instead of the mean over N.
     """
     xp = ops.xp
     scale = 1.0 / z.shape[0] if w is None else w
@@ -94,6 +140,15 @@ def check_targets(loss: str, xp: Any, y: Array) -> None:
     """Refuse targets outside the loss's domain (the Poisson loss needs ``y >= 0``).
 
     Reads one boolean back: call it once per fit, not per step.
+
+    Parameters
+    ----------
+    loss : str
+        The loss's name.
+    xp : array namespace
+        The targets' namespace.
+    y : array
+        The targets.
     """
     if loss == "poisson" and not bool(xp.all(y >= 0)):
         raise ValueError("Some value(s) of y are negative which is not allowed for "
@@ -113,6 +168,13 @@ LOGIT_LOSSES = ("cross_entropy", "binary_cross_entropy", "poisson")  # take the 
 
 
 def get(name: str) -> Loss:
+    """The loss function of that name (``LOSSES``).
+
+    Parameters
+    ----------
+    name : {"mse", "cross_entropy", "binary_cross_entropy", "poisson"}
+        The loss's name.
+    """
     if not isinstance(name, str) or name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")
     return LOSSES[name]

@@ -21,6 +21,22 @@ class Sequential:
 
     The model holds its backend's *name*, device and dtype (a ``Placement``) and
     resolves the namespace from them once, so it deep-copies and pickles.
+
+    Parameters
+    ----------
+    pieces : list of Piece
+        The pieces in order: ``Linear``, activations (``Sigmoid``, ``Tanh``, ``ReLU``,
+        ``Identity``, ``Softmax``).
+    seed : int or None, default 0
+        The random seed of the first weights (drawn on the host, the same on every backend).
+    backend : str or array namespace, default "numpy"
+        Where the parameters live: ``"numpy"``, ``"torch"``, ``"jax"``, ``"dask"``,
+        ``"cupy"``, ``"array_api_strict"``.
+    device : str or None, default None
+        The device on that backend; None: its default.
+    dtype : str or None, default None
+        The float dtype; None: the backend's default float (float64 on NumPy, float32 on
+        torch and JAX).
     """
 
     def __init__(self, pieces: Sequence[Piece], seed: int | None = 0, backend: Any = "numpy",
@@ -129,20 +145,42 @@ class Sequential:
         return [_backend.to_host(p) for p in self.params]
 
     def to_torch_module(self, dtype: Any = None, device: Any = None) -> Any:
-        """This model as a ``torch.nn.Sequential`` with its weights (``pm.export_torch``)."""
+        """This model as a ``torch.nn.Sequential`` with its weights (``pm.export_torch``).
+
+        Parameters
+        ----------
+        dtype : str or None, default None
+            float32 or float64; None: the model's.
+        device : str or None, default None
+            torch's device for the weights; None: torch's default.
+        """
         from portable_mlp.torch_module import export_torch
 
         return export_torch(self, dtype=dtype, device=device)
 
     def load_params(self, params: Sequence[Any]) -> None:
-        """Replace the parameters (host or backend arrays of the right shapes)."""
+        """Replace the parameters (host or backend arrays of the right shapes).
+
+        Parameters
+        ----------
+        params : list of arrays
+            New parameters, host or the model's arrays, of the model's shapes.
+        """
         checked = validation.check_params(self, params)
         self.params = checked
 
     # --- the math ------------------------------------------------------------
     def forward(self, x: Array, params: list[Array] | None = None
                 ) -> tuple[Array, list[Backprop]]:
-        """Run every piece; return the output and the backprops in forward order."""
+        """Run every piece; return the output and the backprops in forward order.
+
+        Parameters
+        ----------
+        x : array of shape (n, n_features)
+            Input already placed on the model.
+        params : list of arrays or None, default None
+            Parameters to use instead of ``model.params``.
+        """
         params = self.params if params is None else params
         ops, backprops = self.placement.ops, []
         with self.placement.overflow_is_fine():
@@ -152,7 +190,15 @@ class Sequential:
         return x, backprops
 
     def backward(self, delta: Array, backprops: list[Backprop]) -> list[Array]:
-        """Chain rule: run the backprops reversed; return grads aligned with params."""
+        """Chain rule: run the backprops reversed; return grads aligned with params.
+
+        Parameters
+        ----------
+        delta : array of shape (n, n_outputs)
+            The loss's gradient with respect to the output.
+        backprops : list of callables
+            What ``forward`` returned.
+        """
         grads: list[Array] = []
         for i in range(len(backprops) - 1, -1, -1):
             delta, piece_grads = backprops[i](delta, i > 0)
@@ -161,11 +207,23 @@ class Sequential:
         return grads
 
     def __call__(self, X: Any) -> Array:
-        """The forward pass: output activations for ``X`` (host data is moved here)."""
+        """The forward pass: output activations for ``X`` (host data is moved here).
+
+        Parameters
+        ----------
+        X : array of shape (n, n_features)
+            Features: host data or the model's arrays.
+        """
         return self.forward(validation.features(self, X, "X", check_values=True))[0]
 
     def predict(self, X: Any) -> Array:
-        """Class indices: argmax of the output (one output: thresholded)."""
+        """Class indices: argmax of the output (one output: thresholded).
+
+        Parameters
+        ----------
+        X : array of shape (n, n_features)
+            Features: host data or the model's arrays.
+        """
         return self.classes_of(self(X))
 
     def predict_proba(self, X: Any) -> Array:
@@ -177,6 +235,11 @@ class Sequential:
         MSE networks) normalized to sum to 1. One output is a probability through a sigmoid
         (logits) or as it is (Sigmoid). A multi-label model trained with
         ``binary_cross_entropy`` wants no normalizing: take ``Sigmoid`` of its logits.
+
+        Parameters
+        ----------
+        X : array of shape (n, n_features)
+            Features: host data or the model's arrays.
         """
         last = self.pieces[-1]
         if not isinstance(last, (layers.Sigmoid, layers.Softmax, layers.Identity)):
@@ -191,6 +254,14 @@ class Sequential:
         return out / xp.sum(out, axis=1, keepdims=True)
 
     def classes_of(self, out: Array) -> Array:
+        """The class of each row of outputs: the argmax, or one output thresholded at
+        its midpoint (0.5 for Sigmoid and Softmax, 0 for logits).
+
+        Parameters
+        ----------
+        out : array of shape (n, n_outputs)
+            The model's outputs.
+        """
         xp = self.xp
         if out.shape[1] > 1:
             return xp.argmax(out, axis=1)
@@ -210,7 +281,13 @@ class Sequential:
 
     def summary(self, file: TextIO | None = None) -> None:
         """Print a table of the pieces (each one's output shape and parameter count) and
-        the total, as Keras's ``model.summary()`` does; ``repr(model)`` is the same text."""
+        the total, as Keras's ``model.summary()`` does; ``repr(model)`` is the same text.
+
+        Parameters
+        ----------
+        file : file-like or None, default None
+            Where to print; None: standard output.
+        """
         print(repr(self), file=file)
 
     def __repr__(self) -> str:
@@ -240,7 +317,38 @@ def MLP(  # noqa: N802 - a constructor, named like the class it builds
         bias: bool = True, seed: int | None = 0, backend: Any = "numpy", device: Any = None,
         dtype: Any = None, init: str = "uniform") -> Sequential:
     """Shorthand: ``Linear`` layers of ``sizes`` with ``activation`` between them and
-    ``output`` after the last (use output="identity" with the cross-entropy losses)."""
+    ``output`` after the last (use output="identity" with the cross-entropy losses).
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        The width of every layer, inputs first and outputs last: ``[30, 64, 2]`` is 30
+        features, one hidden layer of 64 and 2 outputs.
+    activation : {"sigmoid", "tanh", "relu", "identity", "softmax"}, default "sigmoid"
+        The activation after every hidden layer.
+    output : {"sigmoid", "tanh", "relu", "identity", "softmax"}, default "sigmoid"
+        The activation after the last layer: ``"identity"`` (logits) for the
+        cross-entropy and Poisson losses, ``"sigmoid"`` (the article's) or
+        ``"softmax"`` with ``"mse"``.
+    bias : bool, default True
+        Give every ``Linear`` a bias.
+    seed : int or None, default 0
+        The random seed of the first weights (the same network on every backend).
+    backend : str or array namespace, default "numpy"
+        Where the parameters live: ``"numpy"``, ``"torch"``, ``"jax"``, ``"dask"``,
+        ``"cupy"``, ``"array_api_strict"``.
+    device : str or None, default None
+        The device on that backend (``"cpu"``, ``"cuda:0"``); None: its default.
+    dtype : str or None, default None
+        The float dtype; None: the backend's default float.
+    init : {"uniform", "glorot", "he"}, default "uniform"
+        How the weight matrices are drawn (see ``Linear``).
+
+    Returns
+    -------
+    Sequential
+        The model.
+    """
     sizes = validation.check_sizes(sizes)
     layers.activation(activation)
     layers.activation(output)

@@ -34,6 +34,16 @@ class _Schedule:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
 
+    def __call__(self, step: int) -> float:
+        """The multiplier of the base learning rate at ``step``.
+
+        Parameters
+        ----------
+        step : int
+            The (0-based) step.
+        """
+        raise NotImplementedError
+
 
 class constant(_Schedule):  # noqa: N801 - used like a function
     """The base learning rate at every step."""
@@ -43,7 +53,15 @@ class constant(_Schedule):  # noqa: N801 - used like a function
 
 
 class step_decay(_Schedule):  # noqa: N801
-    """Multiply by ``factor`` every ``every`` steps."""
+    """Multiply by ``factor`` every ``every`` steps.
+
+    Parameters
+    ----------
+    every : int
+        Steps between two decays.
+    factor : float, default 0.5
+        The multiplier applied at each decay.
+    """
 
     def __init__(self, every: int, factor: float = 0.5) -> None:
         self.every = validation.positive("every", every, integer=True)
@@ -54,7 +72,15 @@ class step_decay(_Schedule):  # noqa: N801
 
 
 class exponential_decay(_Schedule):  # noqa: N801
-    """``rate ** (step / every)``."""
+    """``rate ** (step / every)``.
+
+    Parameters
+    ----------
+    rate : float
+        The multiplier after ``every`` steps.
+    every : int, default 1
+        The steps over which the rate applies once.
+    """
 
     def __init__(self, rate: float, every: int = 1) -> None:
         self.rate = validation.positive("rate", rate)
@@ -65,7 +91,13 @@ class exponential_decay(_Schedule):  # noqa: N801
 
 
 class inverse_scaling(_Schedule):  # noqa: N801
-    """scikit-learn's 'invscaling': ``1 / (step + 1) ** power``."""
+    """scikit-learn's 'invscaling': ``1 / (step + 1) ** power``.
+
+    Parameters
+    ----------
+    power : float, default 0.5
+        The exponent of ``1 / (step + 1) ** power``.
+    """
 
     def __init__(self, power: float = 0.5) -> None:
         self.power = validation.positive("power", power)
@@ -75,7 +107,15 @@ class inverse_scaling(_Schedule):  # noqa: N801
 
 
 class cosine(_Schedule):  # noqa: N801
-    """Cosine decay from 1 to ``floor`` over ``steps`` steps, then ``floor``."""
+    """Cosine decay from 1 to ``floor`` over ``steps`` steps, then ``floor``.
+
+    Parameters
+    ----------
+    steps : int
+        The steps of the decay.
+    floor : float, default 0.0
+        The multiplier at and after ``steps``.
+    """
 
     def __init__(self, steps: int, floor: float = 0.0) -> None:
         self.steps = validation.positive("steps", steps, integer=True)
@@ -87,7 +127,15 @@ class cosine(_Schedule):  # noqa: N801
 
 
 class Optimizer:
-    """Base: holds ``lr``, a schedule and the state; subclasses give the rule."""
+    """Base: holds ``lr``, a schedule and the state; subclasses give the rule.
+
+    Parameters
+    ----------
+    lr : float
+        The base learning rate.
+    schedule : callable or None, default None
+        ``step -> multiplier`` of ``lr`` (``pm.optim.step_decay(...)``, ...); None: constant.
+    """
 
     def __init__(self, lr: float, schedule: Schedule | None = None) -> None:
         self.lr = validation.positive("lr", lr)
@@ -98,7 +146,13 @@ class Optimizer:
 
     def learning_rate(self, step: int) -> float:
         """The learning rate of (0-based) ``step``, computed on the host. A schedule that
-        grows past float's range gives inf, so that the step diverges (DivergenceError)."""
+        grows past float's range gives inf, so that the step diverges (DivergenceError).
+
+        Parameters
+        ----------
+        step : int
+            The (0-based) step.
+        """
         if not isinstance(step, numbers.Integral):  # a traced array under jax.jit
             raise TypeError(f"the schedule {self.schedule!r} needs the step count as a Python "
                             f"int, got {type(step).__name__}; under jax.jit pass the learning "
@@ -116,10 +170,27 @@ class Optimizer:
                      if k not in ("lr", "schedule", "state"))
 
     def init_state(self, xp: Any, params: list[Array]) -> dict[str, Any]:
+        """A fresh state for ``params``: the step count and each parameter's slots.
+
+        Parameters
+        ----------
+        xp : array namespace
+            The parameters' namespace.
+        params : list of arrays
+            The parameters the state is for.
+        """
         return {"step": 0, "slots": [[] for _ in params]}
 
     def ensure_state(self, xp: Any, params: list[Array]) -> dict[str, Any]:
-        """The current state, created for ``params`` on first use and checked after."""
+        """The current state, created for ``params`` on first use and checked after.
+
+        Parameters
+        ----------
+        xp : array namespace
+            The parameters' namespace.
+        params : list of arrays
+            The parameters the state is for.
+        """
         state = self.state
         if state is None:
             state = self.state = self.init_state(xp, params)
@@ -145,7 +216,21 @@ class Optimizer:
         """One update into new arrays (``params`` and the slots of ``state`` are left
         intact; ``grads`` are consumed); ``lr`` (a float or a 0-d array) overrides the
         schedule's rate for this step: compiled code computes the schedule on the host
-        and passes it in."""
+        and passes it in.
+
+        Parameters
+        ----------
+        xp : array namespace
+            The parameters' namespace.
+        params : list of arrays
+            The parameters.
+        grads : list of arrays
+            Their gradients, aligned with ``params``.
+        state : dict
+            The state (``init_state``): ``{"step": int, "slots": [[...], ...]}``.
+        lr : float, 0-d array or None, default None
+            This step's rate; None: the schedule's.
+        """
         step = state["step"]
         if lr is None:
             lr = self.lr if type(self.schedule) is constant else self.learning_rate(step)
@@ -164,12 +249,40 @@ class Optimizer:
     def rule(self, ops: _backend.Ops, p: Array, g: Array, slots: list[Array], lr: float,
              t: int) -> tuple[Array, list[Array]]:
         """The new ``p`` and slots from the gradient ``g`` at rate ``lr``, step ``t``
-        (1-based): new arrays, ``p`` and ``slots`` untouched; ``g`` may be overwritten."""
+        (1-based): new arrays, ``p`` and ``slots`` untouched; ``g`` may be overwritten.
+
+        Parameters
+        ----------
+        ops : Ops
+            The backend's operations.
+        p : array
+            One parameter.
+        g : array
+            Its gradient.
+        slots : list of arrays
+            Its slots (moments, velocity).
+        lr : float
+            The rate of this step.
+        t : int
+            The (1-based) step.
+        """
         raise NotImplementedError
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent, with optional (Nesterov) momentum."""
+    """Stochastic gradient descent, with optional (Nesterov) momentum.
+
+    Parameters
+    ----------
+    lr : float, default 0.1
+        The learning rate.
+    momentum : float, default 0.0
+        The momentum, in [0, 1]; 0: plain SGD.
+    nesterov : bool, default False
+        Nesterov's momentum (needs ``momentum > 0``).
+    schedule : callable or None, default None
+        ``step -> multiplier`` of ``lr``; None: constant.
+    """
 
     def __init__(self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
                  schedule: Schedule | None = None) -> None:
@@ -198,7 +311,21 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with bias correction."""
+    """Adam (Kingma & Ba) with bias correction.
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+        The learning rate.
+    beta1 : float, default 0.9
+        The decay of the first moment, in [0, 1).
+    beta2 : float, default 0.999
+        The decay of the second moment, in [0, 1).
+    eps : float, default 1e-8
+        Added to the second moment's root.
+    schedule : callable or None, default None
+        ``step -> multiplier`` of ``lr``; None: constant.
+    """
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, schedule: Schedule | None = None) -> None:
@@ -227,7 +354,13 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
 
 
 def get(optimizer: Any) -> Optimizer:
-    """An Optimizer instance, or one by name with default settings."""
+    """An Optimizer instance, or one by name with default settings.
+
+    Parameters
+    ----------
+    optimizer : Optimizer or str
+        An optimizer (returned as it is) or a name: ``"sgd"``, ``"adam"``.
+    """
     if isinstance(optimizer, Optimizer):
         return optimizer
     if isinstance(optimizer, str) and optimizer.lower() in OPTIMIZERS:

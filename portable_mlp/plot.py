@@ -55,6 +55,11 @@ class Snapshots(Callback):
     the last), and the history of every epoch, for :func:`animate_training`.
 
     Epochs are counted across calls to ``fit``, like the history it keeps.
+
+    Parameters
+    ----------
+    every : int, default 10
+        Epochs between two snapshots.
     """
 
     def __init__(self, every: int = 10) -> None:
@@ -130,6 +135,15 @@ def decision_regions(model: Sequential, X: Any, resolution: int = 200
     Returns the classes (host int64, rows from the bottom of the grid up) and the grid's extent
     ``(left, right, bottom, top)``: the range of X's first column, then of its second, each
     widened by 10%. The model runs on its own backend and device.
+
+    Parameters
+    ----------
+    model : Sequential
+        A model of 2 inputs.
+    X : array of shape (n, 2)
+        The points the grid must cover.
+    resolution : int, default 200
+        Grid points per side.
     """
     scene = _scene(model, X, None, resolution)
     return _predict_grid(model, scene), scene.extent
@@ -240,6 +254,25 @@ def plot_training(model: Sequential, history: Mapping[str, Sequence[float]], X: 
 
     Returns the matplotlib Figure; writes it to ``path`` too when given (PNG, SVG, PDF: by
     the file's suffix).
+
+    Parameters
+    ----------
+    model : Sequential
+        The trained model (2 inputs).
+    history : mapping of str to list of float
+        What ``fit`` returned.
+    X : array of shape (n, 2)
+        The points.
+    y : array of shape (n,) or (n, k)
+        Their class indices or one-hot rows.
+    path : str or Path or None, default None
+        Write the figure there too.
+    title : str or None, default None
+        The figure's title.
+    resolution : int, default 200
+        Grid points per side of the decision regions.
+    dpi : int, default DPI
+        The figure's resolution.
     """
     _check_history(history)
     scene = _scene(model, X, y, resolution)
@@ -261,6 +294,27 @@ def animate_training(model: Sequential, snapshots: Snapshots, X: Any, y: Any,
 
     ``model`` gives the architecture and the backend: each frame's boundary is computed on a
     copy of it, with the snapshot's parameters.
+
+    Parameters
+    ----------
+    model : Sequential
+        The model (architecture and backend) the snapshots were taken of.
+    snapshots : Snapshots
+        The callback passed to ``fit``.
+    X : array of shape (n, 2)
+        The points.
+    y : array of shape (n,) or (n, k)
+        Their class indices or one-hot rows.
+    path : str or Path
+        The GIF to write.
+    title : str or None, default None
+        The figure's title.
+    fps : float, default 8
+        Frames per second.
+    resolution : int, default 120
+        Grid points per side of the decision regions.
+    dpi : int, default DPI
+        The figure's resolution.
     """
     if not isinstance(snapshots, Snapshots):
         raise TypeError(f"snapshots must be a portable_mlp.plot.Snapshots callback, got "

@@ -238,6 +238,29 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
     it on the host): under ``jax.jit`` pass this step's rate as ``lr``
     (``optimizer.learning_rate(k)``, an argument, so the rate changes without a new
     compilation), or train with ``Trainer``, which does that.
+
+    Parameters
+    ----------
+    model : Sequential
+        The model whose network is stepped (its ``params`` are not used nor changed).
+    params : list of arrays
+        The parameters to step from, on the model's backend.
+    state : dict
+        The optimizer's state (``optimizer.init_state(model.xp, params)``).
+    X : array of shape (n, n_features)
+        Features placed on the model.
+    Y : array of shape (n, n_outputs)
+        Targets placed on the model.
+    optimizer : Optimizer
+        The optimizer whose rule updates ``params``.
+    loss : str, default "mse"
+        The loss's name.
+    l2 : float, default 0.0
+        The weight decay (a Python number).
+    clip_norm : float or None, default None
+        Clip the gradients to this global norm (a Python number); None does not clip.
+    lr : float, 0-d array or None, default None
+        This step's learning rate; None: the optimizer's schedule.
     """
     loss_fn = grad.check_loss(model, loss)
     if not isinstance(optimizer, optim.Optimizer):

@@ -42,6 +42,17 @@ class DivergenceError(FloatingPointError):
     loss (None if there was none), ``history`` the per-epoch history so far (set by fit).
     ``detail``, if given, says what went non-finite and what was kept instead of the
     default sentence (a callback that finds an epoch's logged loss non-finite).
+
+    Parameters
+    ----------
+    step : int
+        The (1-based) step that went non-finite.
+    last_loss : float or None
+        The last finite loss; None if there was none.
+    history : dict or None, default None
+        The per-epoch history so far (set by ``fit``).
+    detail : str or None, default None
+        What went non-finite and what was kept, instead of the default sentence.
     """
 
     def __init__(self, step: int, last_loss: float | None, history: dict | None = None,
@@ -64,6 +75,13 @@ class TrainingInterrupted(KeyboardInterrupt):
     The model holds the parameters of the last completed step (``step``); ``history``
     holds the epochs completed so far. It is a KeyboardInterrupt, so code that does
     not catch it stops as on any Ctrl-C.
+
+    Parameters
+    ----------
+    step : int
+        The last completed step.
+    history : dict of str to list of float
+        The completed epochs' history.
     """
 
     def __init__(self, step: int, history: dict[str, list[float]]) -> None:
@@ -153,7 +171,15 @@ class Trainer:
 
     # --- one step ----------------------------------------------------------
     def step(self, Xb: Any, Yb: Any) -> Array:
-        """One forward + backward + update on a batch; returns the loss (0-d, on device)."""
+        """One forward + backward + update on a batch; returns the loss (0-d, on device).
+
+        Parameters
+        ----------
+        Xb : array of shape (b, n_features)
+            One batch of features (host data is moved to the model's device).
+        Yb : array of shape (b, n_outputs) or (b,)
+            Its targets, or 1-D integer class labels.
+        """
         X, Y = validation.batch(self.model, Xb, Yb)
         with self.model.placement.quiet():
             return self._step(X, Y)[0]

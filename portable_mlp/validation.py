@@ -244,7 +244,7 @@ def _encoded_labels(model: Sequential, Y: Any, name: str) -> Any:
     k = model.n_outputs
     if not (Y.dtype.kind in "iu" if host else model.xp.isdtype(Y.dtype, "integral")):
         raise ValueError(f"{name} must be 2-D, (n, {k}) targets, or 1-D integer class "
-                         f"labels 0..{max(k, 2) - 1}; got a 1-D array of dtype {Y.dtype}. "
+                         f"labels; got a 1-D array of dtype {Y.dtype}. "
                          f"{_label_hint(Y.dtype)}")
     labels = placement.indices(Y) if host else Y
     try:
@@ -256,7 +256,7 @@ def _encoded_labels(model: Sequential, Y: Any, name: str) -> Any:
 
 def _label_hint(dtype: Any) -> str:
     if getattr(dtype, "kind", "") == "f":
-        return "Labels held as floats: convert them to integers first (y.astype(int))"
+        return "Labels held as floats: convert them to integers 0..k-1 first (y.astype(int))"
     return ("For string, categorical or other labels: classes, y = np.unique(y, "
             "return_inverse=True) gives integer labels (classes[k] names class k), or use "
             "portable_mlp.sklearn.MLPClassifier, which takes any labels")

@@ -15,6 +15,7 @@ import pytest
 
 import portable_mlp
 from portable_mlp import _backend, cli
+from portable_mlp.threads import limited
 
 PROG = [sys.executable, "-m", "portable_mlp.cli"]
 # the subprocesses import this checkout's portable_mlp, installed or not, from any directory
@@ -286,7 +287,7 @@ def test_threads_limits_torch_and_blas_for_the_run_only():
     torch = pytest.importorskip("torch")
     before = torch.get_num_threads()
     blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
-    with cli.thread_limit(1, "torch"):
+    with limited(1):
         assert torch.get_num_threads() == 1
         assert all(p["num_threads"] == 1 for p in threadpoolctl.threadpool_info()
                    if p["user_api"] == "blas")

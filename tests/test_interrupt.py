@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -88,16 +89,32 @@ TRAIN = textwrap.dedent("""
 """)
 
 
+START_TIMEOUT = 120.0  # seconds for a worker to import and print READY on a busy machine
+
+
 def _start(code, tmp_path):
+    """A worker that has printed READY; any other line before it is kept for the report.
+    A worker that exits or stays silent fails with its exit status and its stderr."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-    line = proc.stdout.readline()
-    if line.strip() != "READY":
-        proc.kill()
-        proc.communicate()
-        raise AssertionError(f"worker did not start: {line!r}")
-    return proc
+    seen = []
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=deadline - time.monotonic()):
+                continue
+            line = proc.stdout.readline()
+            if line.strip() == "READY":
+                return proc
+            if not line:  # the worker exited
+                break
+            seen.append(line)
+    proc.kill()
+    _, err = proc.communicate(timeout=30)
+    raise AssertionError(f"worker did not start (exit status {proc.returncode}); stdout "
+                         f"before READY: {''.join(seen)!r}; stderr:\n{err}")
 
 
 @posix_only

@@ -39,6 +39,82 @@ Array = Any
 # scikit-learn's activation names -> portable_mlp's pieces
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 
+# the parameters both estimators share, for their docstrings (``shared_parameters``)
+PARAMETERS = """\
+hidden_layer_sizes : array-like of shape (n_layers - 2,), default (100,)
+    The width of each hidden layer.
+activation : {"identity", "logistic", "tanh", "relu"}, default "relu"
+    The hidden layers' activation.
+solver : {"lbfgs", "sgd", "adam"}, default "adam"
+    scipy's L-BFGS-B (full batch, ``pm.LBFGS``), SGD or Adam (``pm.Trainer``).
+alpha : float, default 0.0001
+    The l2 penalty, scikit-learn's: ``alpha * sum(W**2) / (2 n_samples)``.
+batch_size : int or "auto", default "auto"
+    Rows per step (sgd, adam); "auto": ``min(200, n_samples)``.
+learning_rate : {"constant", "invscaling", "adaptive"}, default "constant"
+    The schedule of sgd's rate.
+learning_rate_init : float, default 0.001
+    The first learning rate (sgd, adam).
+power_t : float, default 0.5
+    The exponent of "invscaling".
+max_iter : int, default 200
+    The most epochs (sgd, adam) or iterations (lbfgs).
+shuffle : bool, default True
+    Shuffle the rows every epoch (sgd, adam).
+random_state : int, RandomState or None, default None
+    The seed of the first weights, the early-stopping split and the shuffling.
+tol : float, default 1e-4
+    The improvement below which an epoch counts as none.
+verbose : bool, default False
+    Print the loss of every epoch.
+warm_start : bool, default False
+    Continue from the fitted weights on the next ``fit``.
+momentum : float, default 0.9
+    sgd's momentum, in [0, 1].
+nesterovs_momentum : bool, default True
+    Nesterov's momentum for sgd.
+early_stopping : bool, default False
+    Hold out ``validation_fraction`` of the rows and stop when their score stops
+    improving; the best weights are restored.
+validation_fraction : float, default 0.1
+    The rows held out by ``early_stopping``.
+beta_1 : float, default 0.9
+    Adam's first-moment decay.
+beta_2 : float, default 0.999
+    Adam's second-moment decay.
+epsilon : float, default 1e-8
+    Adam's epsilon.
+n_iter_no_change : int, default 10
+    Epochs without an improvement of ``tol`` before stopping.
+max_fun : int, default 15000
+    The most loss evaluations (lbfgs).
+backend : str or None, default None
+    Where the model trains: ``"numpy"``, ``"torch"``, ``"jax"``, ``"dask"``, ``"cupy"``,
+    ``"array_api_strict"``; None follows the input under scikit-learn's array API
+    dispatch, NumPy otherwise. On a fitted estimator, ``set_params(backend=...)`` moves
+    the model there (``to``).
+device : str or None, default None
+    The device on that backend; None: its default (or the input's, when following it).
+dtype : {"float32", "float64"} or None, default None
+    The model's float dtype; None keeps the input's.
+clip_norm : float or None, default None
+    Clip the gradients to this global norm; None does not clip.
+threads : int or None, default None
+    Limit torch's and the BLAS library's threads during ``fit`` and ``partial_fit``,
+    and put them back after. None keeps the libraries' settings (one per core), and
+    warns once where they outnumber the idle cores: on a busy machine, ``threads=1`` is
+    often several times faster (docs/guide/threads.md)."""
+
+
+def shared_parameters(cls: type) -> type:
+    """Put ``PARAMETERS`` where ``cls``'s docstring holds the line ``{shared parameters}``."""
+    marker = "    {shared parameters}\n"
+    if cls.__doc__ is None:  # python -OO strips docstrings
+        return cls
+    text = "".join(f"    {line}\n" if line else "\n" for line in PARAMETERS.split("\n"))
+    cls.__doc__ = cls.__doc__.replace(marker, text)
+    return cls
+
 
 class BaseMLP(BaseEstimator):
     """The parameters, fitting and predicting that both estimators share."""
@@ -104,7 +180,18 @@ class BaseMLP(BaseEstimator):
     # --- fitting: a transaction ---------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
-        """Fit the model to ``X`` and ``y`` (restarting unless ``warm_start``)."""
+        """Fit the model to ``X`` and ``y`` (restarting unless ``warm_start``).
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+            The features.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The targets (for the classifier: labels of any type, a pandas or dask Series
+            included, or a 0/1 matrix for multi-label).
+        sample_weight : array-like of shape (n_samples,) or None, default None
+            Per-sample weights of the loss.
+        """
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _fit(self, X: Any, y: Any, sample_weight: Any, incremental: bool,

@@ -12,11 +12,12 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 
 from portable_mlp import _backend
-from portable_mlp.sklearn._base import BaseMLP, known_shape, same_home
+from portable_mlp.sklearn._base import BaseMLP, known_shape, same_home, shared_parameters
 
 Array = Any
 
 
+@shared_parameters
 class MLPClassifier(ClassifierMixin, BaseMLP):
     """Multi-layer perceptron classifier trained by portable_mlp on any backend.
 
@@ -34,6 +35,13 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     ``best_validation_score_``, ``n_iter_``, ``t_``, ``coefs_`` and ``intercepts_``
     (assignable), ``n_layers_``, ``n_outputs_``, ``out_activation_``, ``model_`` (the
     portable_mlp model) and ``placement_`` (its backend, device and dtype).
+
+    Parameters
+    ----------
+    {shared parameters}
+    class_weight : dict, "balanced" or None, default None
+        Weights per class, multiplying each sample's weight; "balanced": inversely
+        proportional to the classes' frequencies.
     """
 
     _parameter_constraints: dict = {
@@ -73,7 +81,18 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
-        """Fit to ``X`` and labels ``y`` (any label type; a 0/1 matrix for multi-label)."""
+        """Fit to ``X`` and labels ``y`` (any label type; a 0/1 matrix for multi-label).
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+            The features.
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Labels of any type (integers, strings, a pandas categorical or dask Series), or a
+            0/1 matrix for multi-label.
+        sample_weight : array-like of shape (n_samples,) or None, default None
+            Per-sample weights of the loss (multiplied by ``class_weight``'s).
+        """
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _weights(self, y: Any, sample_weight: Any) -> Any:
@@ -200,7 +219,13 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         return float(_backend.to_host(score))
 
     def predict(self, X):
-        """The predicted labels (a 0/1 matrix for multi-label)."""
+        """The predicted labels (a 0/1 matrix for multi-label).
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+            The features.
+        """
         out, keep = self._logits(X, "predict")
         place = self.placement_
         xp = place.xp
@@ -226,13 +251,25 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def predict_proba(self, X):
         """Class probabilities: softmax (multi-class) or logistic outputs. With one
         class, as scikit-learn's: two columns, 1 - p and p, p the logistic output (which
-        training drives to 0)."""
+        training drives to 0).
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+            The features.
+        """
         out, keep = self._logits(X, "predict_proba")
         return self._output(self._proba(out), keep)
 
     def predict_log_proba(self, X):
         """The log of ``predict_proba`` (-inf where a probability rounds to 0, as
-        scikit-learn's, without a warning)."""
+        scikit-learn's, without a warning).
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+            The features.
+        """
         out, keep = self._logits(X, "predict_log_proba")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)

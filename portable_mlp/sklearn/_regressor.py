@@ -9,13 +9,14 @@ from sklearn.base import RegressorMixin, _fit_context
 from sklearn.utils._param_validation import StrOptions
 
 from portable_mlp import _backend, losses
-from portable_mlp.sklearn._base import BaseMLP
+from portable_mlp.sklearn._base import BaseMLP, shared_parameters
 
 Array = Any
 
 _LOSSES = {"squared_error": "mse", "poisson": "poisson"}  # scikit-learn's -> portable_mlp's
 
 
+@shared_parameters
 class MLPRegressor(RegressorMixin, BaseMLP):
     """Multi-layer perceptron regressor trained by portable_mlp on any backend.
 
@@ -25,6 +26,13 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     per target column. Parameters (scikit-learn's, with its meaning and defaults, plus
     ``backend``, ``device``, ``dtype`` and ``clip_norm``) and fitted attributes as
     ``MLPClassifier``'s (no ``classes_``).
+
+    Parameters
+    ----------
+    loss : {"squared_error", "poisson"}, default "squared_error"
+        Half the squared error (identity output), or half the Poisson deviance (exp
+        output, ``y >= 0``).
+    {shared parameters}
     """
 
     _parameter_constraints: dict = {
@@ -64,6 +72,15 @@ class MLPRegressor(RegressorMixin, BaseMLP):
 
         As scikit-learn's MLPRegressor, available with every solver: with 'lbfgs' it
         runs the full-batch solver again from the current weights.
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+            The features.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The targets.
+        sample_weight : array-like of shape (n_samples,) or None, default None
+            Per-sample weights of the loss.
         """
         return self._fit(X, y, sample_weight, incremental=True)
 
@@ -97,7 +114,13 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         return float(_backend.to_host(xp.mean(r2)))
 
     def predict(self, X):
-        """Predicted targets: ``(n,)`` for one target, ``(n, n_outputs)`` for several."""
+        """Predicted targets: ``(n,)`` for one target, ``(n, n_outputs)`` for several.
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+            The features.
+        """
         out, keep = self._logits(X, "predict")
         out = self._predictions(out)
         if out.shape[1] == 1:
