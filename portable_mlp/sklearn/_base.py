@@ -107,12 +107,13 @@ threads : int or None, default None
 
 
 def shared_parameters(cls: type) -> type:
-    """Put ``PARAMETERS`` where ``cls``'s docstring holds the line ``{shared parameters}``."""
-    marker = "    {shared parameters}\n"
+    """Put ``PARAMETERS`` at the head of the Parameters section of ``cls``'s docstring
+    (which lists only the estimator's own ones)."""
+    header = "    Parameters\n    ----------\n"
     if cls.__doc__ is None:  # python -OO strips docstrings
         return cls
     text = "".join(f"    {line}\n" if line else "\n" for line in PARAMETERS.split("\n"))
-    cls.__doc__ = cls.__doc__.replace(marker, text)
+    cls.__doc__ = cls.__doc__.replace(header, header + text, 1)
     return cls
 
 

@@ -38,7 +38,6 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     Parameters
     ----------
-    {shared parameters}
     class_weight : dict, "balanced" or None, default None
         Weights per class, multiplying each sample's weight; "balanced": inversely
         proportional to the classes' frequencies.

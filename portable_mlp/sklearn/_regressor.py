@@ -32,7 +32,6 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     loss : {"squared_error", "poisson"}, default "squared_error"
         Half the squared error (identity output), or half the Poisson deviance (exp
         output, ``y >= 0``).
-    {shared parameters}
     """
 
     _parameter_constraints: dict = {
