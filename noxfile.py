@@ -1,14 +1,20 @@
-"""Test sessions, one per backend; lint, typecheck and benchmarks.
+"""Test sessions, one per backend; lint, typecheck, docs and benchmarks.
 
-`nox` runs lint, typecheck, the tests of every CPU backend and scikit-learn's own MLP tests
+`nox` runs lint and typecheck first (seconds: a mistake fails fast), then the docs
+(mkdocs build --strict), the tests of every CPU backend and scikit-learn's own MLP tests
 against our estimators (sklearn_upstream). The backend reaches pytest through
 PORTABLE_MLP_BACKEND: a requested backend that fails to import fails the run instead of
-skipping.
+skipping. How long each session takes: docs/contributing.md.
+
+torch (the torch and dask sessions, the benchmarks) is installed by `install_torch`:
+PORTABLE_MLP_TORCH overrides it with pip arguments of your own, e.g.
+`PORTABLE_MLP_TORCH="torch --index-url https://download.pytorch.org/whl/cu126" nox`.
 """
 
 from __future__ import annotations
 
-import glob
+import os
+import shlex
 import time
 from pathlib import Path
 
@@ -23,19 +29,73 @@ CPU_BACKENDS = ["numpy", "array_api_strict", "torch", "jax", "dask"]
 EXTRAS = {"numpy": "test,skl2onnx", "array_api_strict": "test", "torch": "test,onnx",
           "jax": "test,jax,onnx",
           "dask": "test,spmd", "cupy": "test,cuda13"}
+TORCH_OVERRIDE = "PORTABLE_MLP_TORCH"
+# PyPI's torch for Linux is the multi-GB CUDA build; PyTorch's own index has the CPU one
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+HAS_TORCH = "import importlib.util; print(importlib.util.find_spec('torch') is not None)"
 
 
-def torch_requirement() -> str:
-    """A CPU build of torch: this machine keeps one on local disk (plain `torch` on
-    PyPI is a multi-GB CUDA build); elsewhere, whatever pip picks for `torch`."""
-    local = sorted(glob.glob("/opt/wheels/torch-*+cpu-*.whl"))
-    return local[-1] if local else "torch"
+def install_torch(session: nox.Session) -> None:
+    """torch, from the first of:
+
+    1. PORTABLE_MLP_TORCH, if set: pip arguments used as they are (``torch==2.13.0``, a
+       wheel's path, ``torch --index-url https://download.pytorch.org/whl/cu126``);
+    2. a torch wheel that pip's own configuration offers without any index (its
+       find-links: a machine that keeps its own wheels, as CI machines without PyTorch's
+       index do), then its dependencies as pip finds them;
+    3. PyTorch's CPU index (the documented default): ``torch --index-url CPU_INDEX``.
+
+    A reused environment that has torch keeps it (``nox -R`` / ``--no-reuse-existing-virtualenvs``
+    to start afresh after changing PORTABLE_MLP_TORCH).
+    """
+    wanted = os.environ.get(TORCH_OVERRIDE, "").strip()
+    if wanted:
+        session.install(*shlex.split(wanted))
+        return
+    if _has_torch(session):
+        return
+    session.run_install("python", "-m", "pip", "install", "--no-index", "--no-deps", "torch",
+                        success_codes=[0, 1], silent=True)
+    if _has_torch(session):
+        session.install("torch")  # its dependencies; torch itself is satisfied
+        return
+    session.install("torch", "--index-url", CPU_INDEX)
+
+
+def _has_torch(session: nox.Session) -> bool:
+    out = session.run_install("python", "-c", HAS_TORCH, silent=True)
+    return isinstance(out, str) and out.strip().endswith("True")
 
 
 def install(session: nox.Session, backend: str) -> None:
     if backend in ("torch", "dask"):  # dask: SPMD training sums gradients with torch.distributed
-        session.install(torch_requirement())
+        install_torch(session)
     session.install("-e", f".[{EXTRAS[backend]}]")
+
+
+# sessions run in the order they are defined here: lint and typecheck first
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the package, the tests, the benchmarks and the scripts."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "portable_mlp", "tests", "benchmarks", "scripts", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy over the package (settings in pyproject.toml)."""
+    session.install("mypy>=1.11", "-e", ".")
+    session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, with warnings as errors: `mkdocs build --strict` into site/.
+
+    `nox -s docs -- --site-dir /tmp/site` passes options to mkdocs build."""
+    session.install("-e", ".[docs,sklearn]")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session
@@ -69,20 +129,8 @@ def sklearn_upstream(session: nox.Session) -> None:
     session.run("python", "scripts/sklearn_upstream.py", *session.posargs)
 
 
-@nox.session
-def lint(session: nox.Session) -> None:
-    session.install("ruff>=0.6")
-    session.run("ruff", "check", "portable_mlp", "tests", "benchmarks", "scripts", "noxfile.py")
-
-
-@nox.session
-def typecheck(session: nox.Session) -> None:
-    session.install("mypy>=1.11", "-e", ".")
-    session.run("mypy")
-
-
 def install_bench(session: nox.Session) -> None:
-    session.install(torch_requirement())
+    install_torch(session)
     session.install("-e", ".[bench,jax,dask]")
 
 

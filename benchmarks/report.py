@@ -2,12 +2,16 @@
 
     python -m benchmarks.report          # numpy, torch, jax, jax-jit x xor, mnist, wide, deep
     python -m benchmarks.report --backends numpy --configs wide,xor --rounds 5
+    python -m benchmarks.report --sizes 30,64,2 --batch 200 --optimizer adam \
+        --loss cross_entropy --activation relu      # your network, on every installed backend
 
 For each backend and configuration the three steps are timed in one run,
 interleaved (floor, hand, portable_mlp, floor, hand, portable_mlp, ...), each
 sample K steps synchronized once; a noisy machine then drifts on all three alike.
-Ratios are medians of the per-round ratios (each round's three samples are taken
-back to back). Writes benchmarks/results/report.json and report.png.
+The ratios are those of the medians printed beside them; the per-round times and
+ratios are kept in the JSON. Each configuration ends with a line naming the backend whose
+portable_mlp step is fastest. Writes benchmarks/results/report.json and report.png.
+With --sizes, only your network's portable_mlp step is timed, on every installed backend.
 
 The table's columns:
   floor, hand, portable_mlp   median time of one training step: the step's matmuls
@@ -33,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, NoReturn
+
+from benchmarks import yours
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_BACKENDS = "numpy,torch,jax,jax-jit"
@@ -84,19 +90,31 @@ def measure(row: str, config_name: str, rounds: int, sample_s: float) -> dict[st
     for _ in range(rounds):
         for variant in w.VARIANTS:
             samples[variant].append(w.time_steps(work, variant, ks[variant]))
+    timed = summarize(row, config_name, samples, ks, rounds)
+    med = timed["median_s"]
+    return {**timed, "gflops": {v: config.flops / t / 1e9 for v, t in med.items()},
+            "compile_s": work.compile_s, "info": work.info}
+
+
+def summarize(row: str, config_name: str, samples: dict[str, list[float]],
+              ks: dict[str, int], rounds: int) -> dict[str, Any]:
+    """Medians and ratios of one row. The table's ratios are those of the medians it prints
+    beside them (with few rounds, a median of per-round ratios can contradict them); each
+    round's times and ratios are kept for the JSON."""
     med = {v: statistics.median(s) for v, s in samples.items()}
 
-    def paired(a: str, b: str) -> float:
-        return statistics.median(x / y for x, y in zip(samples[a], samples[b], strict=True))
+    def per_round(a: str, b: str) -> list[float]:
+        return [x / y for x, y in zip(samples[a], samples[b], strict=True)]
 
     return {
         "backend": row, "config": config_name, "steps_per_sample": ks, "rounds": rounds,
         "seconds": samples, "median_s": med,
-        "gflops": {v: config.flops / t / 1e9 for v, t in med.items()},
-        "pm_over_hand": paired("portable_mlp", "hand"),
-        "pm_over_floor": paired("portable_mlp", "floor"),
-        "hand_over_floor": paired("hand", "floor"),
-        "compile_s": work.compile_s, "info": work.info,
+        "pm_over_hand": med["portable_mlp"] / med["hand"],
+        "pm_over_floor": med["portable_mlp"] / med["floor"],
+        "hand_over_floor": med["hand"] / med["floor"],
+        "per_round_ratios": {"pm_over_hand": per_round("portable_mlp", "hand"),
+                             "pm_over_floor": per_round("portable_mlp", "floor"),
+                             "hand_over_floor": per_round("hand", "floor")},
     }
 
 
@@ -125,7 +143,13 @@ def table(results: list[dict[str, Any]]) -> str:
     precisions = {f"{r['backend']}": r["info"]["matmul_precision"].split(";", 1)[-1].strip()
                   for r in results if "info" in r}
     notes += [f"matmul precision, {b}: {p}" for b, p in precisions.items()]
-    return "\n".join([*lines, "", *notes])
+    fastest = []
+    for config in dict.fromkeys(r["config"] for r in results):
+        times = {r["backend"]: r["median_s"]["portable_mlp"] for r in results
+                 if r["config"] == config and "median_s" in r}
+        if times:
+            fastest.append(yours.fastest_line(times, config))
+    return "\n".join([*lines, "", *notes, *([""] if fastest else []), *fastest])
 
 
 def chart(results: list[dict[str, Any]], path: Path, title: str) -> str | None:
@@ -220,10 +244,11 @@ def _names(text: str, known: Any, flag: str, parser: _Parser) -> list[str]:
 def build_parser() -> _Parser:
     parser = _Parser(prog="python -m benchmarks.report", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", default=DEFAULT_BACKENDS,
+    parser.add_argument("--backends", default=None,
                         help="comma-separated rows: numpy, torch, jax, jax-jit, "
                              "array_api_strict, dask, cupy, torch-cuda, torch-cuda-tf32 "
-                             "(default: %(default)s)")
+                             f"(default: {DEFAULT_BACKENDS}; with --sizes, every installed "
+                             "backend)")
     parser.add_argument("--configs", default="xor,mnist,wide,deep",
                         help="comma-separated: xor, mnist, wide, deep, wide4096 (GPU)")
     parser.add_argument("--rounds", type=_at_least(1, int), default=7,
@@ -238,7 +263,44 @@ def build_parser() -> _Parser:
                         help="whole-training rows (benchmarks.fit): comma-separated xor, "
                              "digits, mnist, or 'none' (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for report.json/png")
+    mine = parser.add_argument_group("your network (--sizes: only it is timed, on every "
+                                     "installed backend)")
+    mine.add_argument("--sizes", type=_sizes, default=None,
+                      help="layer sizes, inputs first: 30,64,2")
+    mine.add_argument("--batch", type=_at_least(1, int), default=200,
+                      help="rows per step (default 200)")
+    mine.add_argument("--optimizer", choices=("sgd", "adam"), default="adam")
+    mine.add_argument("--loss", default="cross_entropy",
+                      choices=("mse", "cross_entropy", "binary_cross_entropy", "poisson"))
+    mine.add_argument("--activation", choices=("sigmoid", "tanh", "relu"), default="relu")
+    mine.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    mine.add_argument("--no-bias", action="store_true", help="Linear layers without bias")
     return parser
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return yours.parse_sizes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_yours(args: argparse.Namespace, rows: list[str], argv: list[str]) -> int:
+    """--sizes: your network's step on every installed backend; report.json, no chart."""
+    net = yours.Network(args.sizes, args.batch, args.optimizer, args.loss, args.activation,
+                        args.dtype, not args.no_bias)
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    results = yours.measure(net, rows, args.rounds, args.sample_s)
+    print(f"# python -m benchmarks.report {' '.join(argv)}\n# {started}, {os.cpu_count()} "
+          f"CPUs, {args.rounds} rounds, step times are medians\n")
+    print(yours.table(net, results))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(
+        {"started": started, "argv": argv, "network": vars(net), "yours": results},
+        indent=1, default=str))
+    (args.out / "report.png").unlink(missing_ok=True)  # a chart of another run
+    print(f"\nwrote {args.out / 'report.json'}")
+    return 0
 
 
 def fit_rows(configs: list[str], rows: list[str], rounds: int) -> list[dict[str, Any]]:
@@ -274,10 +336,14 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         except ImportError:
             pass
+    if args.sizes is not None:
+        rows = (list(yours.ROWS) if args.backends is None
+                else _names(args.backends, yours.ROWS, "--backends", parser))
+        return run_yours(args, rows, argv if argv is not None else sys.argv[1:])
     from benchmarks import _workloads as w  # after the thread limits: it imports NumPy
 
     configs = _names(args.configs, w.CONFIGS, "--configs", parser)
-    rows = _names(args.backends, w.BACKEND_ROWS, "--backends", parser)
+    rows = _names(args.backends or DEFAULT_BACKENDS, w.BACKEND_ROWS, "--backends", parser)
     from benchmarks._fit_loops import FIT_CONFIGS
 
     fit_configs = ([] if args.fit_configs == "none"
