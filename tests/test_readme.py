@@ -1,5 +1,8 @@
-"""Every ```python block of README.md runs on its own, as a newcomer would paste it: in a
-fresh interpreter, in an empty folder, with none of this test suite's settings.
+"""Every ```python block of README.md and of the docs' pages runs on its own, as a newcomer
+would paste it: in a fresh interpreter, in an empty folder, with none of this test suite's
+settings. The docs' blocks run once, in the session that tests NumPy (or with no backend
+requested); the README's in every session. A sketch that cannot run as it is (it names a
+cluster's address) is fenced ```py instead, and is not run.
 
 A block that needs an optional library that is not installed here (a backend, scikit-learn,
 matplotlib) skips with the reason; any other failure fails, so that the README cannot go
@@ -26,9 +29,18 @@ MISSING = [re.compile(r"No module named '([\w.]+)'"),
 MODULE_OF = {"dask": "dask", "array_api_strict": "array_api_strict", "sklearn": "sklearn"}
 
 
-def blocks() -> list[tuple[int, str]]:
-    text = README.read_text(encoding="utf-8")
+DOCS = sorted(p for p in (ROOT / "docs").rglob("*.md") if "reference" not in p.parts)
+REQUESTED = [b for b in os.environ.get("PORTABLE_MLP_BACKEND", "").split(",") if b]
+
+
+def blocks(page: Path = README) -> list[tuple[int, str]]:
+    text = page.read_text(encoding="utf-8")
     return [(text.count("\n", 0, m.start()) + 1, m.group(1)) for m in BLOCK.finditer(text)]
+
+
+def doc_blocks() -> list[tuple[str, int, str]]:
+    return [(str(page.relative_to(ROOT)), line, code) for page in DOCS
+            for line, code in blocks(page)]
 
 
 def clean_env() -> dict[str, str]:
@@ -53,18 +65,34 @@ def absent(stderr: str) -> str | None:
 
 
 def test_the_readme_has_python_blocks():
-    assert len(blocks()) >= 2
+    assert len(blocks()) >= 1
 
 
-@pytest.mark.parametrize("line, code", blocks(), ids=[f"line{n}" for n, _ in blocks()])
-def test_readme_block_runs_on_its_own(line, code, tmp_path):
+def run_block(where: str, code: str, tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean_env(),
                             capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         missing = absent(result.stderr)
         if missing:
-            pytest.skip(f"README.md line {line} needs {missing}, not installed here")
-    assert result.returncode == 0, f"README.md line {line}:\n{result.stderr}"
+            pytest.skip(f"{where} needs {missing}, not installed here")
+    assert result.returncode == 0, f"{where}:\n{result.stderr}"
+
+
+@pytest.mark.parametrize("line, code", blocks(), ids=[f"line{n}" for n, _ in blocks()])
+def test_readme_block_runs_on_its_own(line, code, tmp_path):
+    run_block(f"README.md line {line}", code, tmp_path)
+
+
+@pytest.mark.skipif(bool(REQUESTED) and "numpy" not in REQUESTED,
+                    reason="the docs' blocks run once, in the numpy session")
+@pytest.mark.parametrize("page, line, code", doc_blocks(),
+                         ids=[f"{p}:{n}" for p, n, _ in doc_blocks()])
+def test_docs_block_runs_on_its_own(page, line, code, tmp_path):
+    run_block(f"{page} line {line}", code, tmp_path)
+
+
+def test_the_docs_have_python_blocks():
+    assert len(doc_blocks()) >= 5
 
 
 def test_only_a_missing_optional_library_skips_a_block():

@@ -332,3 +332,74 @@ def test_fit_spells_out_its_parameters():
     assert not any(p.kind is p.VAR_KEYWORD for p in params.values())
     fit_params = set(inspect.signature(pm.Trainer.fit).parameters) - {"self"}
     assert fit_params <= set(params)
+
+
+# --- the scikit-learn estimators: an install hint, and moving a fitted one ----------------
+
+BLOCK = """
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split('.')[0] == {module!r}:
+            raise ModuleNotFoundError("No module named " + repr(name))
+sys.meta_path.insert(0, Block())
+"""
+
+
+def _run_without(module, code, tmp_path):
+    return subprocess.run([sys.executable, "-c", BLOCK.format(module=module) + code],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=_env())
+
+
+def test_the_sklearn_module_without_scikit_learn_says_how_to_install_it(tmp_path):
+    out = _run_without("sklearn", "import portable_mlp.sklearn", tmp_path)
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: portable_mlp.sklearn needs sklearn"), last
+    assert "pip install" in last and "[sklearn]" in last
+
+
+def test_a_fitted_estimator_moves_to_numpy_and_unpickles_without_torch(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    import pickle
+
+    from portable_mlp.sklearn import MLPClassifier
+
+    X, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged
+        est = MLPClassifier((8,), max_iter=3, backend="torch", random_state=0).fit(X, y)
+    proba = est.predict_proba(X)
+    assert est.set_params(backend="numpy") is est
+    assert est.model_.backend == "numpy" and est.placement_.backend == "numpy"
+    assert est.model_.dtype == np.float64  # the fitted model's dtype is kept
+    np.testing.assert_allclose(est.predict_proba(X), proba, rtol=1e-12)
+    est.partial_fit(X, y)  # the optimizer's state moved too: training continues on NumPy
+    (tmp_path / "est.pkl").write_bytes(pickle.dumps(est))
+    np.save(tmp_path / "X.npy", X)
+    code = ("import pickle, numpy as np\n"
+            "est = pickle.loads(open('est.pkl', 'rb').read())\n"
+            "print(est.predict(np.load('X.npy'))[:5].tolist(), 'torch' in sys.modules)")
+    out = _run_without("torch", code, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{est.predict(X)[:5].tolist()} False"
+
+
+def test_to_moves_a_fitted_estimator_and_refuses_an_unfitted_one():
+    pytest.importorskip("sklearn")
+    from sklearn.exceptions import NotFittedError
+
+    from portable_mlp.sklearn import MLPRegressor
+
+    with pytest.raises(NotFittedError):
+        MLPRegressor().to("numpy")
+    X, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged
+        est = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+        est.fit(X, y.astype(float))
+    before = est.predict(X)
+    est.to("numpy", dtype="float32")
+    assert est.model_.dtype == np.float32 and est.get_params()["dtype"] == "float32"
+    np.testing.assert_allclose(est.predict(X), before, rtol=1e-5)
