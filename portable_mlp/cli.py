@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import itertools
+import json
 import math
 import os
 import stat
+import subprocess
 import sys
 import time
 import warnings
@@ -414,11 +416,37 @@ def run_training(args: argparse.Namespace) -> int:
     return 0
 
 
+# describes one backend in a process of its own (see ``describe_all``)
+DESCRIBE = ("import json, sys; from portable_mlp import _backend; "
+            "print(json.dumps(_backend.describe(sys.argv[1])))")
+
+
+def describe_all(names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``_backend.describe`` of every backend, each in its own process, all at once:
+    importing torch, JAX and Dask one after the other took most of ``info``'s time. NumPy
+    (already imported) is described here; a process that fails is done again here."""
+    package_root = str(Path(pm.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    procs = {name: subprocess.Popen([sys.executable, "-c", DESCRIBE, name], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                    text=True)
+             for name in names if name != "numpy"}
+    found = {}
+    for name in names:
+        proc = procs.get(name)
+        out = proc.communicate(timeout=300)[0] if proc else ""
+        found[name] = (json.loads(out) if proc and proc.returncode == 0
+                       else _backend.describe(name))
+    return found
+
+
 def run_info(args: argparse.Namespace) -> int:
     rows = [("backend", "installed", "version", "default dtype", "devices", "pip extra")]
     notes = []
+    described = describe_all(pm.BACKENDS)
     for name in pm.BACKENDS:
-        found = _backend.describe(name)
+        found = described[name]
         extra = found["extra"]
         rows.append((name, "yes" if found["installed"] else "no", found["version"] or "-",
                      found["default_dtype"] or "-", ", ".join(found["devices"]) or "-",
