@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import portable_mlp as pm
-from portable_mlp import _backend, _install, export
+from portable_mlp import _backend, _install, backends, export
 
 PROG = "portable-mlp"
 DATASETS = ("xor", "moons", "circles", "spirals")
@@ -88,7 +88,7 @@ def _file_name(text: str) -> Path:
 def _add_training_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
     d = defaults
     model = parser.add_argument_group("model")
-    model.add_argument("--backend", default="numpy", choices=pm.BACKENDS,
+    model.add_argument("--backend", default="numpy", choices=backends.names(),
                        help="array library to train on (default numpy; see `portable-mlp info`)")
     model.add_argument("--device", default=None,
                        help="device on the backend, e.g. cpu or cuda:0 (default: its own)")
@@ -437,7 +437,7 @@ def run_training(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     rows = [("backend", "installed", "version", "default dtype", "devices", "pip extra")]
     notes = []
-    for name in pm.BACKENDS:
+    for name in backends.names():
         found = _backend.describe(name)
         extra = found["extra"]
         rows.append((name, "yes" if found["installed"] else "no", found["version"] or "-",

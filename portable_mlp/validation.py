@@ -359,7 +359,7 @@ def _check_finite(xp: Any, original: Array, cast: Array, name: str, dtype: str) 
 
 
 def _not_masked(data: Any, name: str) -> None:
-    if isinstance(data, np.ma.MaskedArray):
+    if isinstance(data, np.ma.MaskedArray) or _backend.masked(data):
         raise TypeError(f"{name} is a masked array, which portable_mlp does not honour (its "
                         f"mask would be ignored); pass {name}.filled(value) or drop the masked "
                         f"rows ({name}[~{name}.mask.any(axis=1)] for 2-D data)")

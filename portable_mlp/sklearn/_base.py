@@ -27,7 +27,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from portable_mlp import _backend
+from portable_mlp import _backend, backends
 from portable_mlp.model import MLP
 from portable_mlp.sklearn import _lbfgs, _stochastic
 from portable_mlp.sklearn._weights import LayerList, set_layers
@@ -38,6 +38,23 @@ Array = Any
 # scikit-learn's activation names -> portable_mlp's pieces
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 
+
+
+class _RegisteredBackend(StrOptions):
+    """A backend's name, checked against the registry when a fit validates its
+    parameters (``pm.register_backend`` may add names after this module is imported)."""
+
+    def __init__(self) -> None:
+        super().__init__(set(backends.names()))
+
+    def is_satisfied_by(self, val: Any) -> bool:
+        try:
+            return isinstance(val, str) and backends.get(val).name == val
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        return f"a str among {set(backends.names())}"
 
 class BaseMLP(BaseEstimator):
     """The parameters, fitting and predicting that both estimators share."""
@@ -67,7 +84,7 @@ class BaseMLP(BaseEstimator):
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"),
                              Options(numbers.Real, {np.inf})],
         "max_fun": [Interval(numbers.Integral, 1, None, closed="left")],
-        "backend": [StrOptions(set(_backend.BACKENDS)), None],
+        "backend": [_RegisteredBackend(), None],
         "device": "no_validation",
         "dtype": [StrOptions({"float32", "float64"}), None],
         "clip_norm": [Interval(numbers.Real, 0, None, closed="neither"), None],
