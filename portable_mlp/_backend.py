@@ -311,7 +311,7 @@ class Placement:
         """Whether ``x`` is already an array of this backend on this device (a masked
         array with a masked entry never is: ``validation`` refuses it)."""
         if isinstance(x, np.ndarray):  # the common case, answered without a call
-            return self._owns_ndarray
+            return self.on_host
         if type(x) in self._own_types:  # an array type of this backend, seen before:
             # compare device objects (no namespace lookup, no string per call)
             if self.impl.has_masks and self.impl.masked(x):
@@ -323,7 +323,8 @@ class Placement:
         return self.owns(x)
 
     @functools.cached_property
-    def _owns_ndarray(self) -> bool:
+    def on_host(self) -> bool:
+        """Whether this backend's arrays are NumPy's own (the numpy backend)."""
         return self.impl.is_array(np.empty(0))
 
     @functools.cached_property

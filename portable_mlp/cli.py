@@ -280,7 +280,7 @@ def slow_note(sizes: list[int], n_samples: int, args: argparse.Namespace) -> str
     """One line for a backend that cannot beat NumPy at this size, or None."""
     batch = min(n_samples, args.batch_size or n_samples)
     flop = 6 * batch * sum(a * b for a, b in itertools.pairwise(sizes))  # 3 matmuls a layer
-    if args.backend == "numpy" or flop >= SMALL_STEP_FLOP:
+    if not backends.get(args.backend).small_steps_cost_more or flop >= SMALL_STEP_FLOP:
         return None
     return (f"note: a step here is about {flop / 1e6:.2g} MFLOP: at this size {args.backend}'s "
             f"fixed cost per step outweighs its speed, and --backend numpy is faster")
@@ -288,25 +288,16 @@ def slow_note(sizes: list[int], n_samples: int, args: argparse.Namespace) -> str
 
 @contextlib.contextmanager
 def thread_limit(threads: int | None, backend: str) -> Iterator[None]:
-    """``--threads``: limit torch's threads and the BLAS libraries' (threadpoolctl) for the
-    run, and put them back after; the backend must be imported already."""
+    """``--threads``: limit the backend's threads (torch's) and the BLAS libraries'
+    (threadpoolctl) for the run, and put them back after; the backend must be imported
+    already."""
     if threads is None:
         yield
         return
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=threads):
-        if backend != "torch":
-            yield
-            return
-        import torch
-
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
+    with threadpool_limits(limits=threads), backends.get(backend).threads(threads):
+        yield
 
 
 def title_of(args: argparse.Namespace, sizes: list[int], data: str, model: pm.Sequential

@@ -289,8 +289,7 @@ def as_array(model: Sequential, data: Any, name: str, ndim: int, check_values: b
     """
     placement = model.placement
     _not_masked(data, name)
-    if placement.backend == "dask":
-        data = _dask_rows(data, name)
+    data = placement.impl.rows(data, name)
     if placement.owns(data):
         arr = _check_kind(model.xp, placement.detached(data), name, data.dtype)
         if arr.ndim != ndim:
@@ -324,19 +323,6 @@ def as_array(model: Sequential, data: Any, name: str, ndim: int, check_values: b
     if check_values:
         host = cast_finite(host, placement.dtype, name)
     return placement.from_host(host)
-
-
-def _dask_rows(data: Any, name: str) -> Any:
-    """A dask DataFrame or Series as a dask array with known row blocks (one per
-    partition; counting the rows is one pass over the partitions); other data as it is.
-    A dask array of unknown block lengths is refused: rows cannot be sliced from it."""
-    if type(data).__module__.startswith("dask.dataframe"):
-        data = data.to_dask_array(lengths=True)
-    chunks = getattr(data, "chunks", None)
-    if _backend.array_backend(data) == "dask" and chunks and any(math.isnan(c) for c in chunks[0]):
-        raise ValueError(f"{name} is a dask array whose row blocks have unknown lengths; "
-                         f"call {name}.compute_chunk_sizes(), or pass the dask DataFrame itself")
-    return data
 
 
 def cast_finite(host: np.ndarray, dtype: str, name: str) -> np.ndarray:

@@ -47,7 +47,7 @@ def namespace_of(name: str):
 
 @pytest.fixture
 def data():
-    X, y = pm.datasets.spirals(n=60, n_classes=3, seed=0)
+    X, y = pm.datasets.spirals(n=30, n_classes=3, seed=0)  # ndonnx: ~0.5 s a step
     return X, np.asarray(pm.one_hot(y, 3))
 
 
@@ -62,7 +62,7 @@ def gap(model, reference) -> float:
 
 def fitted(backend, X, Y, **kwargs):
     model = pm.MLP([2, 6, 3], activation="tanh", seed=3, backend=backend, dtype="float64")
-    pm.fit(model, X, Y, optimizer="adam", epochs=3, batch_size=16, shuffle=True, seed=5,
+    pm.fit(model, X, Y, optimizer="adam", epochs=2, batch_size=10, shuffle=True, seed=5,
            progress=False, **kwargs)
     return model
 
@@ -85,8 +85,9 @@ def test_shuffling_changes_the_trajectory(name, data):
     """A library whose ``take`` ignored the permutation would train as unshuffled."""
     X, Y = data
     model = pm.MLP([2, 6, 3], activation="tanh", seed=3, backend=name, dtype="float64")
-    pm.fit(model, X, Y, epochs=2, batch_size=16, shuffle=False, progress=False)
-    assert gap(model, fitted(name, X, Y)) > 1e-3
+    pm.fit(model, X, Y, optimizer="adam", epochs=2, batch_size=10, shuffle=False,
+           progress=False)
+    assert gap(model, fitted(name, X, Y)) > 1e-6  # a million times the parity bound
 
 
 def test_value_and_grad_and_gradcheck_equal_numpy(name, data):
@@ -98,7 +99,8 @@ def test_value_and_grad_and_gradcheck_equal_numpy(name, data):
     assert abs(float(host(value)) - float(want)) <= TOL
     for g, w in zip(grads, want_grads):
         np.testing.assert_allclose(host(g), w, rtol=0, atol=TOL)
-    assert pm.gradcheck(model, X[:8], Y[:8]) <= 1.0
+    small = pm.MLP([2, 2, 3], activation="sigmoid", seed=1, backend=name, dtype="float64")
+    assert pm.gradcheck(small, X[:4], Y[:4]) <= 1.0
 
 
 def test_predict_returns_the_library_s_arrays(name, data):
@@ -134,8 +136,8 @@ def test_save_load_and_pickle_in_another_process(name, data, tmp_path):
 def test_estimator_fits_and_predicts(name, data):
     X, Y = data
     y = np.argmax(Y, axis=1)
-    kwargs = {"hidden_layer_sizes": (6,), "max_iter": 3, "random_state": 0, "dtype": "float64",
-              "batch_size": 16}
+    kwargs = {"hidden_layer_sizes": (6,), "max_iter": 2, "random_state": 0, "dtype": "float64",
+              "batch_size": 10}
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -197,8 +199,10 @@ def test_register_backend_gives_a_name_the_estimators_and_another_process_accept
 
     pm.register_backend("onnx_arrays", "ndonnx", to_host=to_host)
     model = fitted("onnx_arrays", *data)
-    assert _backend.array_backend(model.predict(data[0])) == "onnx_arrays"
-    assert model.placement.backend == "onnx_arrays" and calls
+    out = model.predict(data[0])
+    assert _backend.array_backend(out) == "onnx_arrays" and model.placement.backend == "onnx_arrays"
+    _backend.to_host(out)
+    assert calls == [out.shape]
     assert gap(model, fitted("numpy", *data)) <= TOL
     assert MLPClassifier(backend="onnx_arrays", max_iter=1)._validate_params() is None
     with pytest.raises(ValueError, match="unknown backend 'no_such_lib'"):

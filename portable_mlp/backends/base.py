@@ -11,27 +11,27 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat as compat
 import numpy as np
 
 from portable_mlp import _install
+from portable_mlp.backends.execution import Execution
 from portable_mlp.backends.standard import (
     BackendUnavailable,
     Ops,
     dtype_name,
     pick_device,
     pick_dtype,
-    same,
     standard_ops,
 )
 
 Array = Any
 
 
-class Backend:
+class Backend(Execution):
     """A backend that is the standard: any library whose arrays have ``__array_namespace__``.
 
     Parameters
@@ -200,61 +200,6 @@ class Backend:
     def detached(self, x: Array) -> Array:
         """``x`` cut from any autograd graph it carries (the identity: none here)."""
         return x
-
-    # --- execution ---------------------------------------------------------------
-    def overflow_is_fine(self) -> Callable[[], Any]:
-        """A context-manager factory for a forward pass: ``exp`` may overflow to inf (the
-        right sigmoid). NumPy's warnings are silenced, as many libraries compute on NumPy."""
-        return functools.partial(np.errstate, over="ignore")
-
-    def quiet(self) -> Callable[[], Any]:
-        """A context-manager factory for a training step: no NumPy warning on overflow or
-        invalid values (a diverging step is reported whole by the divergence check)."""
-        return functools.partial(np.errstate, all="ignore")
-
-    def host_reads_are_free(self, device: Any) -> bool:
-        """Reading a value back costs no device sync and forces no lazy compute (not
-        known of a library in general: no)."""
-        return False
-
-    def synchronize(self, arrays: Any = ()) -> None:
-        """Wait until queued work producing ``arrays`` is done (for timing only)."""
-
-    compiles = False  # training runs compiled by default (JAX: jax.jit)
-
-    def jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        return fn
-
-    def scan(self) -> Callable[..., Any]:
-        raise ValueError(f"backend {self.name!r} does not compile; scan runs only inside "
-                         "compiled code")
-
-    def read_scalars(self, arrays: list[Any]) -> list[float]:
-        """0-d arrays read back to the host as floats."""
-        return [float(a) for a in arrays]
-
-    def materializer(self) -> Callable[[list[Any]], list[Any]]:
-        """The function that bounds a lazy graph, once a step (a fresh one per model)."""
-        return self._materialize_hook or same
-
-    # --- data of a fit -------------------------------------------------------------
-    def persist_rows(self, X: Array, others: list[Array | None]) -> list[Array | None]:
-        """The data of a fit, computed into memory once (lazy libraries)."""
-        return [X, *others]
-
-    def row_blocks(self, x: Array) -> tuple[int, ...] | None:
-        """The lengths of a chunked array's row blocks; None for one piece of memory."""
-        return None
-
-    def shuffled_blocks(self, arrays: list[Array | None], order: np.ndarray,
-                        states: list[Mapping[str, Any]], kind: type) -> list[Array | None]:
-        raise TypeError(f"backend {self.name!r} keeps its arrays in one block")
-
-    def guarded_step(self) -> Callable[..., Any]:
-        """``Trainer``'s step function."""
-        from portable_mlp import steps
-
-        return steps.guarded_step
 
     has_masks = False  # arrays may have masked entries (``masked`` answers)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import operator
 import sys
 import warnings
@@ -118,6 +119,7 @@ class DaskBackend(Backend):
 
     extra = "dask"
     single_device = True
+    lazy = True
 
     def __init__(self) -> None:
         super().__init__("dask", "array_api_compat.dask.array", library="dask")
@@ -194,6 +196,19 @@ class DaskBackend(Backend):
         present = [a for a in (X, *aligned) if a is not None]
         persisted = iter(dask.persist(*present))
         return [next(persisted) if a is not None else None for a in (X, *aligned)]
+
+    def rows(self, data: Any, name: str) -> Any:
+        """A dask DataFrame or Series as a dask array with known row blocks (one per
+        partition; counting the rows is one pass over the partitions); other data as it
+        is. A dask array of unknown block lengths is refused: rows cannot be cut from it."""
+        if type(data).__module__.startswith("dask.dataframe"):
+            data = data.to_dask_array(lengths=True)
+        chunks = getattr(data, "chunks", None)
+        if self.is_array(data) and chunks and any(math.isnan(c) for c in chunks[0]):
+            raise ValueError(f"{name} is a dask array whose row blocks have unknown lengths; "
+                             f"call {name}.compute_chunk_sizes(), or pass the dask DataFrame "
+                             "itself")
+        return data
 
     def row_blocks(self, x: Any) -> tuple[int, ...] | None:
         return tuple(x.chunks[0])

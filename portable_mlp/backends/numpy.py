@@ -46,6 +46,7 @@ class NumpyBackend(Backend):
     """NumPy, through array-api-compat's namespace; one device, "cpu"."""
 
     single_device = True
+    small_steps_cost_more = False
 
     def __init__(self) -> None:
         super().__init__("numpy", "array_api_compat.numpy", library="numpy")

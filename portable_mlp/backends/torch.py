@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import array_api_compat as compat
@@ -90,6 +90,17 @@ class TorchBackend(Backend):
 
     def host_reads_are_free(self, device: Any) -> bool:
         return self.device_spec(device) == "cpu"
+
+    @contextlib.contextmanager
+    def threads(self, n: int) -> Iterator[None]:
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def synchronize(self, arrays: Any = ()) -> None:
         import torch

@@ -201,7 +201,7 @@ class BaseMLP(BaseEstimator):
         """Whether ``X`` is a dask array for a dask model (the one a first fit builds, or
         the fitted one): it then stays lazy, never gathered."""
         name = self.backend if first else self.placement_.backend
-        return name == "dask" and _is_dask(X)
+        return backends.get(name).lazy and _is_dask(X)
 
     def _validate_dask(self, X: Array, reset: bool) -> Array:
         """What ``validate_data`` checks, on a dask array's metadata (values: later)."""
@@ -297,7 +297,7 @@ class BaseMLP(BaseEstimator):
         X = _dense(validate_data(self, X, reset=False, accept_sparse=["csr", "csc"],
                                  dtype=[xp.float64, xp.float32]))
         keep = self.placement_.owns(X) and not isinstance(X, np.ndarray)
-        keep = keep or self.placement_.backend == "numpy"
+        keep = keep or self.placement_.on_host
         return self.model_.forward(self._placed(X))[0], keep
 
     def _check_same_namespace(self, X: Any, method: str) -> None:
@@ -305,7 +305,8 @@ class BaseMLP(BaseEstimator):
         if self.backend is not None or not get_config()["array_api_dispatch"]:
             return
         name = _backend.array_backend(X) or "numpy"
-        same = name == self.placement_.backend and (name == "numpy" or self.placement_.owns(X))
+        same = name == self.placement_.backend and (self.placement_.on_host
+                                                    or self.placement_.owns(X))
         if not same:
             raise ValueError(
                 f"Inputs passed to {type(self).__name__}.{method}() must use the same namespace "
@@ -432,7 +433,9 @@ def _fallback(backend: str, device: Any, dtype: str) -> str:
 
 
 def _is_dask(x: Any) -> bool:
-    return _backend.array_backend(x) == "dask"
+    """Whether ``x`` is an array of a lazy library (dask): its values are checked later."""
+    impl = backends.of_array(x)
+    return impl is not None and impl.lazy
 
 
 def known_shape(shape: tuple[Any, ...]) -> bool:
