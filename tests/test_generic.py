@@ -10,14 +10,16 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import portable_mlp as pm
-from portable_mlp import _backend, backends
+from portable_mlp import _backend, backends, cli
 from portable_mlp.sklearn import MLPClassifier
 
 LIBRARIES = {"marray": "marray", "ndonnx": "ndonnx"}  # backend name: module to import
@@ -209,3 +211,29 @@ def test_register_backend_gives_a_name_the_estimators_and_another_process_accept
         pm.MLP([2, 2], backend="no_such_lib")
     with pytest.raises(TypeError, match="takes no other arguments"):
         pm.register_backend(backends.Backend("x"), to_host=to_host)
+
+
+def test_the_cli_offers_every_registered_backend(monkeypatch):
+    monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))
+    pm.register_backend("late_library", "array_api_strict")  # after portable_mlp's import
+    args = cli.build_parser().parse_args(["xor", "--backend", "late_library"])
+    assert args.backend == "late_library"
+    for name in ("marray", "ndonnx"):
+        assert cli.build_parser().parse_args(["xor", "--backend", name]).backend == name
+
+
+PACKAGE = Path(pm.__file__).parent
+NAMES = "|".join(backends.BUILTIN + tuple(LIBRARIES))
+
+
+def test_no_backend_name_is_branched_on_outside_the_backends_folder():
+    branch = re.compile(rf"""(==|!=|\bin)\s*\(?["'](?:{NAMES})["']""")
+    found = [f"{path.relative_to(PACKAGE)}:{i}: {line.strip()}"
+             for path in PACKAGE.rglob("*.py") if path.parent.name != "backends"
+             for i, line in enumerate(path.read_text().splitlines(), 1) if branch.search(line)]
+    assert found == []
+
+
+def test_no_backend_file_is_over_250_lines():
+    lengths = {p.name: len(p.read_text().splitlines()) for p in (PACKAGE / "backends").glob("*.py")}
+    assert max(lengths.values()) <= 250, lengths

@@ -80,7 +80,7 @@ class TorchBackend(Backend):
 
     def detached(self, x: Any) -> Any:
         """Input that requires grad must not chain the parameters into the caller's graph."""
-        return x.detach() if x.requires_grad else x
+        return x.detach() if getattr(x, "requires_grad", False) else x
 
     def overflow_is_fine(self) -> Callable[[], Any]:
         return contextlib.nullcontext

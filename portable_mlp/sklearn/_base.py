@@ -201,7 +201,7 @@ class BaseMLP(BaseEstimator):
         """Whether ``X`` is a dask array for a dask model (the one a first fit builds, or
         the fitted one): it then stays lazy, never gathered."""
         name = self.backend if first else self.placement_.backend
-        return backends.get(name).lazy and _is_dask(X)
+        return name is not None and backends.get(name).lazy and _is_dask(X)
 
     def _validate_dask(self, X: Array, reset: bool) -> Array:
         """What ``validate_data`` checks, on a dask array's metadata (values: later)."""
