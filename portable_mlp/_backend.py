@@ -138,19 +138,9 @@ def ops_of(xp: Any) -> Ops:
     return backends.of_namespace(xp).ops
 
 
-def devices(name: str) -> list[Any]:
-    """Every device the backend offers, as device objects."""
-    return backends.get(name).devices()
-
-
 def resolve_device(name: str, spec: Any) -> Any:
     """The device object of backend ``name`` for ``spec`` (None: the default device)."""
     return backends.get(name).resolve_device(spec)
-
-
-def resolve_dtype(name: str, device: Any, dtype: Any) -> Any:
-    """The floating dtype object to use; honour the request or refuse it clearly."""
-    return backends.get(name).resolve_dtype(device, dtype)
 
 
 def from_host(name: str, x: np.ndarray, device: Any, dtype: Any) -> Any:
