@@ -1,8 +1,9 @@
 """Test sessions, one per backend; lint, typecheck, docs and benchmarks.
 
 `nox` runs lint and typecheck first (seconds: a mistake fails fast), then the docs
-(mkdocs build --strict), the tests of every CPU backend and scikit-learn's own MLP tests
-against our estimators (sklearn_upstream). The backend reaches pytest through
+(mkdocs build --strict), the tests of every CPU backend, the generic backend on marray and
+ndonnx (generic), CuPy's kernels compiled without a GPU (nvrtc) and scikit-learn's own MLP
+tests against our estimators (sklearn_upstream). The backend reaches pytest through
 PORTABLE_MLP_BACKEND: a requested backend that fails to import fails the run instead of
 skipping. How long each session takes: docs/contributing.md.
 
@@ -111,6 +112,22 @@ def tests_cupy(session: nox.Session) -> None:
     """The test suite on CuPy (needs an NVIDIA GPU and CUDA 13)."""
     install(session, "cupy")
     session.run("pytest", *session.posargs, env={"PORTABLE_MLP_BACKEND": "cupy"})
+
+
+@nox.session
+def generic(session: nox.Session) -> None:
+    """marray (over NumPy) and ndonnx, libraries no one here wrote, through the generic
+    backend: parity with NumPy, fit, predict, gradcheck, save/load, pickling."""
+    session.install("-e", ".[test,generic]")
+    session.run("pytest", "tests/test_generic.py", *session.posargs,
+                env={"PORTABLE_MLP_GENERIC": "marray,ndonnx"})  # a missing one fails
+
+
+@nox.session
+def nvrtc(session: nox.Session) -> None:
+    """Every CuPy kernel compiled with NVRTC for sm_90, on a machine without a GPU."""
+    session.install("-e", ".[test,nvrtc]")
+    session.run("pytest", "tests/test_cupy_kernels.py", *session.posargs)
 
 
 @nox.session(default=False)

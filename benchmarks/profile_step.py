@@ -33,15 +33,15 @@ from portable_mlp import grad, steps, validation
 
 # group -> the functions whose own time it sums: (file suffix, name, lines or None)
 GROUPS: dict[str, list[tuple[str, str, range | None]]] = {
-    "matmuls (ndarray.dot or @)": [("_backend.py", "_numpy_matmul", None),
+    "matmuls (ndarray.dot or @)": [("numpy.py", "numpy_matmul", None),
                                    ("~", "<method 'dot' of 'numpy.ndarray' objects>", None)],
-    "sigmoid forward (4 passes, 1 buffer)": [("_backend.py", "_numpy_sigmoid", None)],
+    "sigmoid forward (4 passes, 1 buffer)": [("numpy.py", "numpy_sigmoid", None)],
     "loss: mse (delta, its sum of squares, scale)": [("losses.py", "mse", None)],
-    "sigmoid backward (2 passes, in place)": [("_backend.py", "_standard_sigmoid_backward",
+    "sigmoid backward (2 passes, in place)": [("standard.py", "standard_sigmoid_backward",
                                                None)],
     "SGD update (2 passes, into a new array)": [("rules.py", "sgd", None)],
     "finite check of the update (np.vdot)": [("steps.py", "all_finite_on_host", None),
-                                             ("_backend.py", "_numpy_sum_of_squares", None)],
+                                             ("numpy.py", "numpy_sum_of_squares", None)],
     "errstate (quiet, overflow_is_fine)": [("_ufunc_config.py", "__enter__", None),
                                            ("_ufunc_config.py", "__exit__", None)],
 }

@@ -1,11 +1,13 @@
 """portable_mlp: a chain-rule MLP written once against the Python Array API standard.
 
 The same forward and backward code trains on NumPy, CuPy, PyTorch, JAX, Dask and
-array-api-strict. See README.md for a tour.
+array-api-strict, and any other Array API library (``backend=<namespace>``,
+``register_backend``). See README.md for a tour.
 """
 
 from portable_mlp import datasets, initializers, losses, optim
 from portable_mlp._backend import BACKENDS, BackendUnavailable, WorkerLostError
+from portable_mlp.backends import register_backend
 from portable_mlp.callback_base import Callback, LambdaCallback
 from portable_mlp.callbacks import EarlyStopping
 from portable_mlp.checkpoint import Checkpoint, load, load_optimizer, save
@@ -27,6 +29,6 @@ __all__ = [
     "DivergenceError", "EarlyStopping", "GradcheckError", "Identity", "LambdaCallback", "Linear",
     "Optimizer", "Piece", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "Trainer",
     "TrainingInterrupted", "WorkerLostError", "datasets", "export_onnx", "export_torch", "fit",
-    "gradcheck", "initializers", "load", "load_optimizer", "losses", "one_hot", "optim", "save",
-    "train_step", "value_and_grad",
+    "gradcheck", "initializers", "load", "load_optimizer", "losses", "one_hot", "optim",
+    "register_backend", "save", "train_step", "value_and_grad",
 ]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import portable_mlp as pm
-from portable_mlp import _backend, _install, export
+from portable_mlp import _backend, _install, backends, export
 from portable_mlp.threads import ThreadOversubscriptionWarning
 
 PROG = "portable-mlp"
@@ -91,7 +91,7 @@ def _file_name(text: str) -> Path:
 def _add_training_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
     d = defaults
     model = parser.add_argument_group("model")
-    model.add_argument("--backend", default="numpy", choices=pm.BACKENDS,
+    model.add_argument("--backend", default="numpy", choices=backends.names(),
                        help="array library to train on (default numpy; see `portable-mlp info`)")
     model.add_argument("--device", default=None,
                        help="device on the backend, e.g. cpu or cuda:0 (default: its own)")
@@ -283,7 +283,7 @@ def slow_note(sizes: list[int], n_samples: int, args: argparse.Namespace) -> str
     """One line for a backend that cannot beat NumPy at this size, or None."""
     batch = min(n_samples, args.batch_size or n_samples)
     flop = 6 * batch * sum(a * b for a, b in itertools.pairwise(sizes))  # 3 matmuls a layer
-    if args.backend == "numpy" or flop >= SMALL_STEP_FLOP:
+    if not backends.get(args.backend).small_steps_cost_more or flop >= SMALL_STEP_FLOP:
         return None
     return (f"note: a step here is about {flop / 1e6:.2g} MFLOP: at this size {args.backend}'s "
             f"fixed cost per step outweighs its speed, and --backend numpy is faster")
@@ -423,15 +423,16 @@ DESCRIBE = ("import json, sys; from portable_mlp import _backend; "
 
 def describe_all(names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``_backend.describe`` of every backend, each in its own process, all at once:
-    importing torch, JAX and Dask one after the other took most of ``info``'s time. NumPy
-    (already imported) is described here; a process that fails is done again here."""
+    importing torch, JAX and Dask one after the other took most of ``info``'s time. A
+    library already imported (NumPy) is described here; a process that fails is done
+    again here."""
     package_root = str(Path(pm.__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]))
     procs = {name: subprocess.Popen([sys.executable, "-c", DESCRIBE, name], env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                     text=True)
-             for name in names if name != "numpy"}
+             for name in names if backends.get(name).library not in sys.modules}
     found = {}
     for name in names:
         proc = procs.get(name)
@@ -444,8 +445,8 @@ def describe_all(names: Sequence[str]) -> dict[str, dict[str, Any]]:
 def run_info(args: argparse.Namespace) -> int:
     rows = [("backend", "installed", "version", "default dtype", "devices", "pip extra")]
     notes = []
-    described = describe_all(pm.BACKENDS)
-    for name in pm.BACKENDS:
+    described = describe_all(backends.names())
+    for name in backends.names():
         found = described[name]
         extra = found["extra"]
         rows.append((name, "yes" if found["installed"] else "no", found["version"] or "-",

@@ -17,9 +17,10 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
-import sys
 import warnings
 from collections.abc import Iterator
+
+from portable_mlp import backends
 
 ADVICE = ("on a busy machine fewer threads are faster: pass threads=1 to fit, Trainer or the "
           "estimator (a newcomer's 5-fold cross-validation on torch took 74-93 s with the "
@@ -70,22 +71,18 @@ def limited(threads: int | None) -> Iterator[None]:
         return
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=threads), _torch_threads(threads):
+    with threadpool_limits(limits=threads), _library_threads(threads):
         yield
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
-    torch = sys.modules.get("torch")  # never imported here: only a pool that exists is set
-    if torch is None:
+def _library_threads(threads: int) -> Iterator[None]:
+    """Each imported backend's own pool (torch's) limited; a library is never imported here,
+    so only a pool that exists is set."""
+    with contextlib.ExitStack() as stack:
+        for backend in backends.imported():
+            stack.enter_context(backend.threads(threads))
         yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def idle_cores() -> float | None:
@@ -99,11 +96,8 @@ def idle_cores() -> float | None:
 
 
 def pool_threads() -> int:
-    """The most threads torch (if imported) or a BLAS library would run now."""
-    counts = [1]
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        counts.append(torch.get_num_threads())
+    """The most threads an imported library's pool (torch's) or a BLAS library would run now."""
+    counts = [backend.thread_count() for backend in backends.imported()] + [1]
     from threadpoolctl import threadpool_info
 
     counts += [int(pool.get("num_threads", 1)) for pool in threadpool_info()]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import array_api_compat.numpy as npx
 import numpy as np
 
-from portable_mlp import _backend
+from portable_mlp import _backend, backends
 from portable_mlp.encoding import one_hot
 from portable_mlp.layers import Linear, Piece
 
@@ -235,9 +235,7 @@ def _encoded_labels(model: Sequential, Y: Any, name: str) -> Any:
     """1-D integer labels (host or the model's own) one-hot encoded on the model's device;
     anything else as it is, for ``rows`` to check."""
     placement = model.placement
-    Y = sliceable(Y, name)
-    if placement.backend == "dask":
-        Y = _dask_rows(Y, name)
+    Y = placement.impl.rows(sliceable(Y, name), name)
     host = isinstance(Y, np.ndarray)
     if not (host or placement.owns(Y)) or Y.ndim != 1:
         return Y
@@ -271,8 +269,8 @@ def sliceable(data: Any, name: str) -> Any:
     module = type(data).__module__
     if module.startswith("pandas"):
         return data.to_numpy()
-    if module.startswith("dask.dataframe"):
-        return _dask_rows(data, name)
+    if module.startswith("dask.dataframe"):  # its backend makes it a dask array
+        return backends.get("dask").rows(data, name)
     return data
 
 
@@ -312,8 +310,7 @@ def as_array(model: Sequential, data: Any, name: str, ndim: int, check_values: b
     """
     placement = model.placement
     _not_masked(data, name)
-    if placement.backend == "dask":
-        data = _dask_rows(data, name)
+    data = placement.impl.rows(data, name)
     if placement.owns(data):
         arr = _check_kind(model.xp, placement.detached(data), name, data.dtype)
         if arr.ndim != ndim:
@@ -349,19 +346,6 @@ def as_array(model: Sequential, data: Any, name: str, ndim: int, check_values: b
     return placement.from_host(host)
 
 
-def _dask_rows(data: Any, name: str) -> Any:
-    """A dask DataFrame or Series as a dask array with known row blocks (one per
-    partition; counting the rows is one pass over the partitions); other data as it is.
-    A dask array of unknown block lengths is refused: rows cannot be sliced from it."""
-    if type(data).__module__.startswith("dask.dataframe"):
-        data = data.to_dask_array(lengths=True)
-    chunks = getattr(data, "chunks", None)
-    if _backend.array_backend(data) == "dask" and chunks and any(math.isnan(c) for c in chunks[0]):
-        raise ValueError(f"{name} is a dask array whose row blocks have unknown lengths; "
-                         f"call {name}.compute_chunk_sizes(), or pass the dask DataFrame itself")
-    return data
-
-
 def cast_finite(host: np.ndarray, dtype: str, name: str) -> np.ndarray:
     """``host`` cast to ``dtype`` (a float dtype's name), refused (ValueError naming
     ``name``) where a value is NaN or inf, or becomes inf in the cast."""
@@ -382,7 +366,7 @@ def _check_finite(xp: Any, original: Array, cast: Array, name: str, dtype: str) 
 
 
 def _not_masked(data: Any, name: str) -> None:
-    if isinstance(data, np.ma.MaskedArray):
+    if isinstance(data, np.ma.MaskedArray) or _backend.masked(data):
         raise TypeError(f"{name} is a masked array, which portable_mlp does not honour (its "
                         f"mask would be ignored); pass {name}.filled(value) or drop the masked "
                         f"rows ({name}[~{name}.mask.any(axis=1)] for 2-D data)")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import portable_mlp
-from portable_mlp import _backend, cli
+from portable_mlp import _backend, backends, cli
 from portable_mlp.threads import limited
 
 PROG = [sys.executable, "-m", "portable_mlp.cli"]
@@ -31,7 +31,7 @@ def run(*args, cwd=None):
 
 def _installed(name):
     """Whether a backend's library is installed, without importing it here."""
-    return importlib.util.find_spec(_backend._MODULES[name][0].split(".")[0]) is not None
+    return importlib.util.find_spec(backends.get(name).library) is not None
 
 
 def final_accuracy(stdout):
@@ -112,8 +112,8 @@ def test_info_lists_every_backend():
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["backend", "installed", "version", "default", "dtype", "devices",
                                 "pip", "extra"]
-    rows = {line.split()[0]: line.split() for line in lines[1:len(_backend.BACKENDS) + 1]}
-    assert set(rows) == set(_backend.BACKENDS)
+    rows = {line.split()[0]: line.split() for line in lines[1:len(backends.names()) + 1]}
+    assert set(rows) == set(backends.names())  # the registry's: marray, ndonnx too
     assert rows["numpy"][1:2] == ["yes"] and "float64" in rows["numpy"] and "cpu" in rows["numpy"]
     for name, row in rows.items():
         installed = _installed(name)

@@ -27,7 +27,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from portable_mlp import _backend, validation
+from portable_mlp import _backend, backends, validation
 from portable_mlp.model import MLP
 from portable_mlp.sklearn import _lbfgs, _stochastic
 from portable_mlp.sklearn._weights import LayerList, set_layers
@@ -117,6 +117,23 @@ def shared_parameters(cls: type) -> type:
     return cls
 
 
+
+class _RegisteredBackend(StrOptions):
+    """A backend's name, checked against the registry when a fit validates its
+    parameters (``pm.register_backend`` may add names after this module is imported)."""
+
+    def __init__(self) -> None:
+        super().__init__(set(backends.names()))
+
+    def is_satisfied_by(self, val: Any) -> bool:
+        try:
+            return isinstance(val, str) and backends.get(val).name == val
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        return f"a str among {set(backends.names())}"
+
 class BaseMLP(BaseEstimator):
     """The parameters, fitting and predicting that both estimators share."""
 
@@ -145,7 +162,7 @@ class BaseMLP(BaseEstimator):
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"),
                              Options(numbers.Real, {np.inf})],
         "max_fun": [Interval(numbers.Integral, 1, None, closed="left")],
-        "backend": [StrOptions(set(_backend.BACKENDS)), None],
+        "backend": [_RegisteredBackend(), None],
         "device": "no_validation",
         "dtype": [StrOptions({"float32", "float64"}), None],
         "clip_norm": [Interval(numbers.Real, 0, None, closed="neither"), None],
@@ -275,7 +292,7 @@ class BaseMLP(BaseEstimator):
         """Whether ``X`` is a dask array for a dask model (the one a first fit builds, or
         the fitted one): it then stays lazy, never gathered."""
         name = self.backend if first else self.placement_.backend
-        return name == "dask" and _is_dask(X)
+        return name is not None and backends.get(name).lazy and _is_dask(X)
 
     def _validate_dask(self, X: Array, reset: bool) -> Array:
         """What ``validate_data`` checks, on a dask array's metadata (values: later)."""
@@ -372,7 +389,7 @@ class BaseMLP(BaseEstimator):
         X = _dense(validate_data(self, X, reset=False, accept_sparse=["csr", "csc"],
                                  dtype=[xp.float64, xp.float32]))
         keep = self.placement_.owns(X) and not isinstance(X, np.ndarray)
-        keep = keep or self.placement_.backend == "numpy"
+        keep = keep or self.placement_.on_host
         return self.model_.forward(self._placed(X))[0], keep
 
     def _check_same_namespace(self, X: Any, method: str) -> None:
@@ -380,7 +397,8 @@ class BaseMLP(BaseEstimator):
         if self.backend is not None or not get_config()["array_api_dispatch"]:
             return
         name = _backend.array_backend(X) or "numpy"
-        same = name == self.placement_.backend and (name == "numpy" or self.placement_.owns(X))
+        same = name == self.placement_.backend and (self.placement_.on_host
+                                                    or self.placement_.owns(X))
         if not same:
             raise ValueError(
                 f"Inputs passed to {type(self).__name__}.{method}() must use the same namespace "
@@ -560,7 +578,9 @@ def _fallback(backend: str, device: Any, dtype: str) -> str:
 
 
 def _is_dask(x: Any) -> bool:
-    return _backend.array_backend(x) == "dask"
+    """Whether ``x`` is an array of a lazy library (dask): its values are checked later."""
+    impl = backends.of_array(x)
+    return impl is not None and impl.lazy
 
 
 def known_shape(shape: tuple[Any, ...]) -> bool:

@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 
 from portable_mlp import _backend
-from portable_mlp.sklearn._base import BaseMLP, known_shape, same_home, shared_parameters
+from portable_mlp.sklearn._base import BaseMLP, _is_dask, known_shape, same_home, shared_parameters
 
 Array = Any
 
@@ -159,7 +159,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     def _target_kind(self, y: Any) -> str:
         """'binary', 'multiclass' or 'multilabel' (dask labels: from their unique values)."""
-        if _backend.array_backend(y) == "dask":
+        if _is_dask(y):
             if y.ndim == 2:
                 return "multilabel"
             kind = type_of_target(_unique(y))
@@ -300,6 +300,6 @@ def _unique(y: Array) -> Array:
 
 
 def _is_indicator(y: Any) -> bool:
-    if _backend.array_backend(y) == "dask":
+    if _is_dask(y):
         return y.ndim == 2
     return type_of_target(y) == "multilabel-indicator"
