@@ -167,6 +167,8 @@ class Ops:
     runs in one buffer, ``np.vdot`` sums squares without a reshape. PyTorch and JAX:
     their fused sigmoid (one pass, not the expression's four; one dispatch on JAX).
     CuPy: the sigmoid, its backward and the optimizers' rules as one kernel each.
+    The optimizers' rules write into spare arrays where ``writes_in_place`` (NumPy's
+    ``out=``, torch's ``_foreach_`` kernels, CuPy's kernels' outputs): see ``rules``.
     """
 
     xp: Any
@@ -175,30 +177,40 @@ class Ops:
     sum_of_squares: Callable[[Any], Any]   # sum(a**2) over all of ``a``: 0-d (NumPy: a scalar)
     # dy * y * (1 - y), the sigmoid's backward from its output y (may reuse dy's buffer)
     sigmoid_backward: Callable[[Any, Any], Any]
-    # the optimizers' rules (``portable_mlp.rules``): new arrays, the gradient consumed
-    sgd: Callable[..., Any]                       # (p, g, lr) -> p
-    sgd_momentum: Callable[..., tuple[Any, Any]]  # (p, g, v, lr, momentum, nesterov) -> p, v
-    adam: Callable[..., tuple[Any, Any, Any]]     # (p, g, m, v, b1, b2, eps, step) -> p, m, v
+    # the optimizers' rules over lists (``portable_mlp.rules``): the gradients consumed,
+    # the new values written into ``out`` (a tuple of lists of spares; None: new arrays)
+    sgd: Callable[..., Any]                       # (ps, gs, lr, out) -> ps
+    sgd_momentum: Callable[..., tuple[Any, Any]]  # (ps, gs, vs, lr, mu, nesterov, out) -> ps, vs
+    adam: Callable[..., tuple[Any, Any, Any]]     # (ps, gs, ms, vs, b1, b2, eps, step, out)
+    writes_in_place: bool = False  # the rules fill ``out`` (else they return new arrays)
+
+
+def _rules(lists: Any) -> dict[str, Any]:
+    """The optimizers' rules bound to a backend's list operations."""
+    return {"sgd": functools.partial(rules.sgd, lists),
+            "sgd_momentum": functools.partial(rules.sgd_momentum, lists),
+            "adam": functools.partial(rules.adam, lists)}
 
 
 @functools.cache
 def ops(name: str) -> Ops:
     """The ``Ops`` of backend ``name``."""
     xp = namespace(name)
-    adam = functools.partial(rules.adam, xp)
     if name == "numpy":
         return Ops(xp, _numpy_matmul, _numpy_sigmoid, _numpy_sum_of_squares,
-                   _standard_sigmoid_backward, rules.sgd, rules.sgd_momentum, adam)
+                   _standard_sigmoid_backward, **_rules(UfuncListOps(np)),
+                   writes_in_place=True)
     flat: Callable[[Any], Any] = operator.methodcaller("reshape", -1)
     if name == "array_api_strict":  # its arrays have no reshape method
         flat = functools.partial(xp.reshape, shape=(-1,))
     sigmoid: Callable[[Any], Any] = functools.partial(_standard_sigmoid, xp)
+    lists: Any = StandardListOps(xp)
     if name == "cupy":
         return _cupy_ops(xp, flat)
     if name == "torch":
         import torch
 
-        sigmoid = torch.sigmoid
+        sigmoid, lists = torch.sigmoid, TorchListOps()
     elif name == "jax":
         import jax
 
@@ -206,7 +218,8 @@ def ops(name: str) -> Ops:
     elif name == "dask":
         sigmoid = _dask_sigmoid
     return Ops(xp, operator.matmul, sigmoid, functools.partial(_flat_dot, flat),
-               _standard_sigmoid_backward, rules.sgd, rules.sgd_momentum, adam)
+               _standard_sigmoid_backward, **_rules(lists),
+               writes_in_place=not isinstance(lists, StandardListOps))
 
 
 @functools.cache
@@ -226,6 +239,152 @@ def _standard_sigmoid_backward(y: Any, dy: Any) -> Any:
     return dy
 
 
+# --- list operations: what the optimizers' rules are written in (``rules``) ---------
+# Each takes lists of arrays and returns the resulting list. ``out``: where to write
+# (None: new arrays; it may be the input itself); ``scratch``: arrays the operation may
+# overwrite on the way (None: a temporary). The standard's spelling ignores both.
+
+class StandardListOps:
+    """The standard's expressions: new arrays (JAX, dask, array-api-strict)."""
+
+    def __init__(self, xp: Any) -> None:
+        self.xp = xp
+
+    def scale(self, out: Any, xs: Any, c: Any) -> Any:  # xs * c
+        return [x * c for x in xs]
+
+    def axpy(self, acc: Any, xs: Any, c: Any, scratch: Any) -> Any:  # acc + xs * c
+        return [a + x * c for a, x in zip(acc, xs)]
+
+    def axpy_into(self, out: Any, ps: Any, xs: Any, c: Any) -> Any:  # ps + xs * c
+        return [p + x * c for p, x in zip(ps, xs)]
+
+    def add_square(self, acc: Any, xs: Any, c: Any, scratch: Any) -> Any:  # acc + xs*xs*c
+        return [a + x * x * c for a, x in zip(acc, xs)]
+
+    def sqrt_plus(self, out: Any, xs: Any, c: Any) -> Any:  # sqrt(xs) + c
+        return [self.xp.sqrt(x) + c for x in xs]
+
+    def sub_ratio_into(self, out: Any, ps: Any, num: Any, den: Any, c: Any) -> Any:
+        return [p - c * n / d for p, n, d in zip(ps, num, den)]  # ps - c * num / den
+
+
+class UfuncListOps:
+    """NumPy's (or CuPy's) ufuncs with ``out=``: no new array where ``out`` is given."""
+
+    def __init__(self, module: Any) -> None:
+        self.m = module
+
+    def _fresh(self, out: Any, like: Any) -> Any:
+        return [self.m.empty_like(x) for x in like] if out is None else out
+
+    def scale(self, out: Any, xs: Any, c: Any) -> Any:
+        out = self._fresh(out, xs)
+        for o, x in zip(out, xs):
+            self.m.multiply(x, c, out=o)
+        return out
+
+    def axpy(self, acc: Any, xs: Any, c: Any, scratch: Any) -> Any:
+        for i, (a, x) in enumerate(zip(acc, xs)):
+            if c == -1.0:
+                a -= x
+            else:
+                a += x * c if scratch is None else self.m.multiply(x, c, out=scratch[i])
+        return acc
+
+    def axpy_into(self, out: Any, ps: Any, xs: Any, c: Any) -> Any:
+        out = self._fresh(out, ps)
+        for p, x, o in zip(ps, xs, out):
+            if c == 1.0:
+                self.m.add(p, x, out=o)
+            elif c == -1.0:
+                self.m.subtract(p, x, out=o)
+            else:
+                x *= c
+                self.m.add(p, x, out=o)
+        return out
+
+    def add_square(self, acc: Any, xs: Any, c: Any, scratch: Any) -> Any:
+        scratch = self._fresh(scratch, xs)
+        for a, x, s in zip(acc, xs, scratch):
+            self.m.multiply(x, x, out=s)
+            s *= c
+            a += s
+        return acc
+
+    def sqrt_plus(self, out: Any, xs: Any, c: Any) -> Any:
+        out = self._fresh(out, xs)
+        for o, x in zip(out, xs):
+            self.m.sqrt(x, out=o)
+            o += c
+        return out
+
+    def sub_ratio_into(self, out: Any, ps: Any, num: Any, den: Any, c: Any) -> Any:
+        out = self._fresh(out, ps)
+        for o, p, n, d in zip(out, ps, num, den):
+            self.m.multiply(n, c, out=o)
+            o /= d
+            self.m.subtract(p, o, out=o)
+        return out
+
+
+class TorchListOps:
+    """torch's ``_foreach_`` kernels: one call for every parameter (a fifth of the time
+    of an operation per tensor on a small network), in place on ``out``."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.t = torch
+
+    @staticmethod
+    def _number(c: Any) -> Any:
+        """A 0-d tensor (``train_step``'s ``lr``) as the Python number ``alpha=`` takes."""
+        return c.item() if hasattr(c, "item") else c
+
+    def _from(self, out: Any, xs: Any) -> Any:
+        """``out`` holding a copy of ``xs`` (None: new tensors)."""
+        if out is None:
+            return self.t._foreach_mul(xs, 1.0)
+        if out is not xs:
+            self.t._foreach_copy_(out, xs)
+        return out
+
+    def scale(self, out: Any, xs: Any, c: Any) -> Any:
+        out = self._from(out, xs)
+        self.t._foreach_mul_(out, self._number(c))
+        return out
+
+    def axpy(self, acc: Any, xs: Any, c: Any, scratch: Any) -> Any:
+        c = self._number(c)
+        try:
+            self.t._foreach_add_(acc, xs, alpha=c)
+        except RuntimeError:  # c beyond the dtype's range (refused before any write):
+            self.t._foreach_add_(acc, self.t._foreach_mul(xs, c))  # inf, as c * x gives
+        return acc
+
+    def axpy_into(self, out: Any, ps: Any, xs: Any, c: Any) -> Any:
+        return self.axpy(self._from(out, ps), xs, c, None)
+
+    def add_square(self, acc: Any, xs: Any, c: Any, scratch: Any) -> Any:
+        self.t._foreach_addcmul_(acc, xs, xs, value=self._number(c))  # c < 1: in range
+        return acc
+
+    def sqrt_plus(self, out: Any, xs: Any, c: Any) -> Any:
+        out = self._from(out, xs)
+        self.t._foreach_sqrt_(out)
+        self.t._foreach_add_(out, c)
+        return out
+
+    def sub_ratio_into(self, out: Any, ps: Any, num: Any, den: Any, c: Any) -> Any:
+        out, c = self._from(out, ps), self._number(c)
+        try:
+            self.t._foreach_addcdiv_(out, num, den, value=-c)
+        except RuntimeError:  # c beyond the dtype's range, refused before any write
+            self.t._foreach_sub_(out, self.t._foreach_div(self.t._foreach_mul(num, c), den))
+        return out
+
+
 def _cupy_ops(xp: Any, flat: Callable[[Any], Any]) -> Ops:
     """CuPy: the sigmoid, its backward and the optimizers' rules as one fused elementwise
     kernel each, the same math as the standard's expressions (``portable_mlp.rules``),
@@ -237,7 +396,7 @@ def _cupy_ops(xp: Any, flat: Callable[[Any], Any]) -> Ops:
 
     forward = kernel("T x", "T y", "y = 1 / (1 + exp(-x))", "sigmoid")
     backward = kernel("T y", "T dy", "dy = dy * y * (1 - y)", "sigmoid_backward")
-    sgd = kernel("T p, T g, T lr", "T p_new", "p_new = p - lr * g", "sgd")
+    sgd_kernel = kernel("T p, T g, T lr", "T p_new", "p_new = p - lr * g", "sgd")
     momentum = kernel("T p, T g, T v, T lr, T mu", "T p_new, T v_new",
                       "v_new = mu * v - lr * g; p_new = p + v_new", "sgd_momentum")
     nesterov = kernel("T p, T g, T v, T lr, T mu", "T p_new, T v_new",
@@ -254,15 +413,31 @@ def _cupy_ops(xp: Any, flat: Callable[[Any], Any]) -> Ops:
         backward(y, dy)  # writes dy in place: one kernel
         return dy
 
-    def sgd_momentum(p: Any, g: Any, v: Any, lr: Any, mu: float, is_nesterov: bool) -> Any:
-        return (nesterov if is_nesterov else momentum)(p, g, v, lr, mu)
+    def each(run: Callable[..., Any], inputs: list[Any], out: Any, n_out: int) -> Any:
+        """``run`` per parameter, into ``out``'s spares (None: new arrays); the results
+        as one list per output."""
+        outs = [None] * len(inputs[0]) if out is None else list(zip(*out))
+        results = [run(*row, *(o or ())) for row, o in zip(zip(*inputs), outs)]
+        if n_out == 1:
+            return results
+        return tuple(list(r) for r in zip(*results))
 
-    def adam(p: Any, g: Any, m: Any, v: Any, beta1: float, beta2: float, eps: float,
-             step: Any) -> Any:
-        return adam_kernel(p, g, m, v, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, step)
+    def sgd(ps: Any, gs: Any, lr: Any, out: Any) -> Any:
+        return each(lambda p, g, *o: sgd_kernel(p, g, lr, *o), [ps, gs], out, 1)
+
+    def sgd_momentum(ps: Any, gs: Any, vs: Any, lr: Any, mu: float, is_nesterov: bool,
+                     out: Any) -> Any:
+        run = nesterov if is_nesterov else momentum
+        return each(lambda p, g, v, *o: run(p, g, v, lr, mu, *o), [ps, gs, vs], out, 2)
+
+    def adam(ps: Any, gs: Any, ms: Any, vs: Any, beta1: float, beta2: float, eps: float,
+             step: Any, out: Any) -> Any:
+        return each(lambda p, g, m, v, *o: adam_kernel(p, g, m, v, beta1, 1.0 - beta1, beta2,
+                                                       1.0 - beta2, eps, step, *o),
+                    [ps, gs, ms, vs], out, 3)
 
     return Ops(xp, operator.matmul, forward, functools.partial(_flat_dot, flat),
-               sigmoid_backward, sgd, sgd_momentum, adam)
+               sigmoid_backward, sgd, sgd_momentum, adam, writes_in_place=True)
 
 
 def _flat_dot(flat: Callable[[Any], Any], a: Any) -> Any:

@@ -654,7 +654,7 @@ class Checkpoint(Callback):
         self._last_loss = None
 
     def _save(self, trainer: Trainer) -> None:
-        trainer.check_divergence()  # raises DivergenceError before a diverged save
+        trainer.check_saveable()  # raises DivergenceError before a diverged save
         save(trainer.model, self.path, trainer.optimizer if self.save_optimizer else None)
         self.saved += 1
 

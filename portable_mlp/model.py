@@ -106,7 +106,10 @@ class Sequential:
                                      f"model.to(dtype={placement.dtype!r})")
 
     def host_params(self) -> list[np.ndarray]:
-        """The parameters as host NumPy arrays (copies where the backend needs one)."""
+        """The parameters as host NumPy arrays of their own: copies, which later training
+        steps leave as they are (``fit`` writes its updates into arrays it reuses)."""
+        if self.placement.host_reads_are_free:  # to_host may hand back the array itself
+            return [np.array(_backend.to_host(p)) for p in self.params]
         return [_backend.to_host(p) for p in self.params]
 
     def to_torch_module(self, dtype: Any = None, device: Any = None) -> Any:
