@@ -177,6 +177,9 @@ class Ops:
     sum_of_squares: Callable[[Any], Any]   # sum(a**2) over all of ``a``: 0-d (NumPy: a scalar)
     # dy * y * (1 - y), the sigmoid's backward from its output y (may reuse dy's buffer)
     sigmoid_backward: Callable[[Any, Any], Any]
+    affine: Callable[[Any, Any, Any], Any]  # x @ w + b (torch: one addmm)
+    relu: Callable[[Any], Any]              # maximum(x, 0)
+    relu_backward: Callable[[Any, Any], Any]  # dy * (y > 0) from the output y (in dy's buffer)
     # the optimizers' rules over lists (``portable_mlp.rules``): the gradients consumed,
     # the new values written into ``out`` (a tuple of lists of spares; None: new arrays)
     sgd: Callable[..., Any]                       # (ps, gs, lr, out) -> ps
@@ -198,19 +201,24 @@ def ops(name: str) -> Ops:
     xp = namespace(name)
     if name == "numpy":
         return Ops(xp, _numpy_matmul, _numpy_sigmoid, _numpy_sum_of_squares,
-                   _standard_sigmoid_backward, **_rules(UfuncListOps(np)),
+                   _standard_sigmoid_backward, functools.partial(_standard_affine, _numpy_matmul),
+                   _numpy_relu, _numpy_relu_backward, **_rules(UfuncListOps(np)),
                    writes_in_place=True)
     flat: Callable[[Any], Any] = operator.methodcaller("reshape", -1)
     if name == "array_api_strict":  # its arrays have no reshape method
         flat = functools.partial(xp.reshape, shape=(-1,))
     sigmoid: Callable[[Any], Any] = functools.partial(_standard_sigmoid, xp)
     lists: Any = StandardListOps(xp)
+    affine: Callable[[Any, Any, Any], Any] = functools.partial(_standard_affine, operator.matmul)
+    relu: Callable[[Any], Any] = functools.partial(_standard_relu, xp)
+    relu_backward: Callable[[Any, Any], Any] = functools.partial(_standard_relu_backward, xp)
     if name == "cupy":
         return _cupy_ops(xp, flat)
     if name == "torch":
         import torch
 
         sigmoid, lists = torch.sigmoid, TorchListOps()
+        affine, relu, relu_backward = _torch_affine(torch), torch.relu, _torch_relu_backward
     elif name == "jax":
         import jax
 
@@ -218,7 +226,7 @@ def ops(name: str) -> Ops:
     elif name == "dask":
         sigmoid = _dask_sigmoid
     return Ops(xp, operator.matmul, sigmoid, functools.partial(_flat_dot, flat),
-               _standard_sigmoid_backward, **_rules(lists),
+               _standard_sigmoid_backward, affine, relu, relu_backward, **_rules(lists),
                writes_in_place=not isinstance(lists, StandardListOps))
 
 
@@ -237,6 +245,43 @@ def _standard_sigmoid_backward(y: Any, dy: Any) -> Any:
     dy *= y
     dy -= dy * y
     return dy
+
+
+def _standard_affine(matmul: Callable[[Any, Any], Any], x: Any, w: Any, b: Any) -> Any:
+    z = matmul(x, w)
+    z += b  # in place where arrays are writable
+    return z
+
+
+def _standard_relu(xp: Any, x: Any) -> Any:
+    return xp.maximum(x, 0.0)
+
+
+def _standard_relu_backward(xp: Any, y: Any, dy: Any) -> Any:
+    dy *= xp.astype(y > 0.0, dy.dtype)
+    return dy
+
+
+def _numpy_relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0)
+
+
+def _numpy_relu_backward(y: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """The standard's product with the mask, without casting the mask first."""
+    return np.multiply(dy, y > 0.0, out=dy)
+
+
+def _torch_affine(torch: Any) -> Callable[[Any, Any, Any], Any]:
+    addmm = torch.addmm
+
+    def affine(x: Any, w: Any, b: Any) -> Any:
+        return addmm(b, x, w)  # one kernel, one dispatch: the bias added in the GEMM
+
+    return affine
+
+
+def _torch_relu_backward(y: Any, dy: Any) -> Any:
+    return dy.mul_(y > 0.0)  # the mask as it is: no cast (torch promotes bool)
 
 
 # --- list operations: what the optimizers' rules are written in (``rules``) ---------
@@ -437,7 +482,10 @@ def _cupy_ops(xp: Any, flat: Callable[[Any], Any]) -> Ops:
                     [ps, gs, ms, vs], out, 3)
 
     return Ops(xp, operator.matmul, forward, functools.partial(_flat_dot, flat),
-               sigmoid_backward, sgd, sgd_momentum, adam, writes_in_place=True)
+               sigmoid_backward, functools.partial(_standard_affine, operator.matmul),
+               functools.partial(_standard_relu, xp),
+               functools.partial(_standard_relu_backward, xp), sgd, sgd_momentum, adam,
+               writes_in_place=True)
 
 
 def _flat_dot(flat: Callable[[Any], Any], a: Any) -> Any:

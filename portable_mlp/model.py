@@ -127,12 +127,18 @@ class Sequential:
     def forward(self, x: Array, params: list[Array] | None = None
                 ) -> tuple[Array, list[Backprop]]:
         """Run every piece; return the output and the backprops in forward order."""
+        with self.placement.overflow_is_fine():
+            return self.forward_silenced(x, params)
+
+    def forward_silenced(self, x: Array, params: list[Array] | None = None
+                         ) -> tuple[Array, list[Backprop]]:
+        """``forward`` for a caller that has silenced NumPy's float warnings already
+        (a training step, in ``placement.quiet()``): no error-state context of its own."""
         params = self.params if params is None else params
         ops, backprops = self.placement.ops, []
-        with self.placement.overflow_is_fine():
-            for piece, where in zip(self.pieces, self._slices):
-                x, backprop = piece.forward(ops, params[where], x)
-                backprops.append(backprop)
+        for piece, where in zip(self.pieces, self._slices):
+            x, backprop = piece.forward(ops, params[where], x)
+            backprops.append(backprop)
         return x, backprops
 
     def backward(self, delta: Array, backprops: list[Backprop]) -> list[Array]:

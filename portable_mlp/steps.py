@@ -267,8 +267,10 @@ def gradients(model: Sequential, params: list[Array], X: Array, Y: Array, loss_f
     output.
 
     Only clipping needs the gradients' norm: without it, a non-finite gradient shows
-    in the updated parameters or slots, which every caller checks."""
-    loss, grads, out = grad.loss_grads_and_output(model, params, X, Y, loss_fn, l2, w)
+    in the updated parameters or slots, which every caller checks. Every caller runs in
+    ``placement.quiet()``: the forward pass opens no error-state context of its own."""
+    loss, grads, out = grad.loss_grads_and_output(model, params, X, Y, loss_fn, l2, w,
+                                                  silenced=True)
     grads, norm_ok = clipped(model.placement, grads, clip_norm)
     return loss, grads, norm_ok, out
 

@@ -225,3 +225,19 @@ def test_ops_optimizer_rules_are_the_standard_math(backend, rule, into):
     if into and ops.writes_in_place:  # the results are the spares, filled
         for got_list, spare_list in zip(got, spares, strict=True):
             assert all(a is b for a, b in zip(got_list, spare_list, strict=True))
+
+
+def test_ops_affine_and_relu_are_the_standard_math(backend):
+    """``Ops.affine`` (torch: one addmm), ``Ops.relu`` and its backward from the output
+    (NumPy and torch: the boolean mask as it is) agree with their formulas."""
+    place = pm.MLP([2, 2], backend=backend).placement
+    ops, rtol = place.ops, (1e-12 if place.dtype == "float64" else 1e-5)
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal((5, 4)), rng.standard_normal((4, 3)), rng.standard_normal(3)
+    got = ops.affine(*(place.from_host(a) for a in (x, w, b)))
+    np.testing.assert_allclose(_backend.to_host(got), x @ w + b, rtol=rtol * 10, atol=rtol)
+    z, dy = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
+    y = ops.relu(place.from_host(z))
+    np.testing.assert_array_equal(_backend.to_host(y), np.maximum(z, 0.0).astype(place.dtype))
+    back = ops.relu_backward(y, place.from_host(dy.copy()))
+    np.testing.assert_allclose(_backend.to_host(back), dy * (z > 0), rtol=rtol)
