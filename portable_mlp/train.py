@@ -471,7 +471,8 @@ class Trainer:
                 self._settle()  # no unverified state is left behind
                 raise
             finally:
-                self._lazy = False
+                # the model's arrays are the caller's from here on: never written into
+                self._lazy = self._owned = False
                 bar.close()
             if not self._interrupted:
                 for cb in cbs:
