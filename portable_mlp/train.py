@@ -4,7 +4,14 @@ The hot path reads nothing back to the host: the loss stays a 0-d device array.
 Divergence is caught without a per-step sync where a sync costs something: the
 update is then skipped on the device when the loss or gradient is not finite,
 and a sticky "healthy" flag is read back every ``check_every`` steps. On backends
-where reading a value is free (NumPy, torch on CPU), it is read every step.
+where reading a value is free (NumPy, torch on CPU), ``step`` checks the loss and the
+updated parameters and slots every step; ``fit`` checks lazily: the loss every step
+(a non-finite parameter shows in the next step's loss), and every parameter and slot
+at each epoch's end, before the callbacks see the model, and when a loss is not finite.
+It then goes back to the latest state found finite: the current one, the one before the
+last step, or the last verified one. Its updates are double-buffered: written into the
+arrays of the state before the last step (``portable_mlp.rules``), arrays the trainer
+made itself; a callback that keeps parameters copies them (``model.host_params()``).
 """
 
 from __future__ import annotations
@@ -425,6 +432,10 @@ class Trainer:
 
         A non-finite loss or gradient raises ``DivergenceError`` (the model and the
         optimizer keep their last finite state; ``exc.history`` holds the history).
+        Where reading back is free, the check is lazy (the module's docstring) and the
+        updates are written into arrays the trainer reuses: the arrays of
+        ``model.params`` seen during ``fit`` change with later steps (copy what you
+        keep); those it holds when ``fit`` returns are never written into again.
         Ctrl-C (SIGINT, main thread only) stops at the next step boundary (compiled:
         epoch boundary) and raises ``TrainingInterrupted``, a KeyboardInterrupt whose
         ``.history`` holds the completed epochs; the model holds the last completed
