@@ -315,18 +315,19 @@ class StandardListOps:
 
 
 class UfuncListOps:
-    """NumPy's (or CuPy's) ufuncs with ``out=``: no new array where ``out`` is given."""
+    """NumPy's (or CuPy's) ufuncs with ``out`` (passed by position: NumPy parses it
+    faster than the keyword): no new array where ``out`` is given."""
 
     def __init__(self, module: Any) -> None:
         self.m = module
-
-    def _fresh(self, out: Any, like: Any) -> Any:
-        return [self.m.empty_like(x) for x in like] if out is None else out
+        self.add, self.subtract, self.multiply = module.add, module.subtract, module.multiply
 
     def scale(self, out: Any, xs: Any, c: Any) -> Any:
-        out = self._fresh(out, xs)
+        if out is None:
+            return [x * c for x in xs]
+        multiply = self.multiply
         for o, x in zip(out, xs):
-            self.m.multiply(x, c, out=o)
+            multiply(x, c, o)
         return out
 
     def axpy(self, acc: Any, xs: Any, c: Any, scratch: Any) -> Any:
@@ -334,42 +335,47 @@ class UfuncListOps:
             if c == -1.0:
                 a -= x
             else:
-                a += x * c if scratch is None else self.m.multiply(x, c, out=scratch[i])
+                a += x * c if scratch is None else self.multiply(x, c, scratch[i])
         return acc
 
     def axpy_into(self, out: Any, ps: Any, xs: Any, c: Any) -> Any:
-        out = self._fresh(out, ps)
-        for p, x, o in zip(ps, xs, out):
-            if c == 1.0:
-                self.m.add(p, x, out=o)
-            elif c == -1.0:
-                self.m.subtract(p, x, out=o)
-            else:
+        if c == 1.0:
+            combine = self.add
+        elif c == -1.0:
+            combine = self.subtract
+        else:
+            combine = self.add
+            for x in xs:
                 x *= c
-                self.m.add(p, x, out=o)
+        if out is None:
+            return [combine(p, x) for p, x in zip(ps, xs)]
+        for p, x, o in zip(ps, xs, out):
+            combine(p, x, o)
         return out
 
     def add_square(self, acc: Any, xs: Any, c: Any, scratch: Any) -> Any:
-        scratch = self._fresh(scratch, xs)
-        for a, x, s in zip(acc, xs, scratch):
-            self.m.multiply(x, x, out=s)
+        for i, (a, x) in enumerate(zip(acc, xs)):
+            s = x * x if scratch is None else self.multiply(x, x, scratch[i])
             s *= c
             a += s
         return acc
 
     def sqrt_plus(self, out: Any, xs: Any, c: Any) -> Any:
-        out = self._fresh(out, xs)
+        out = [self.m.empty_like(x) for x in xs] if out is None else out
         for o, x in zip(out, xs):
-            self.m.sqrt(x, out=o)
+            self.m.sqrt(x, o)
             o += c
         return out
 
     def sub_ratio_into(self, out: Any, ps: Any, num: Any, den: Any, c: Any) -> Any:
-        out = self._fresh(out, ps)
-        for o, p, n, d in zip(out, ps, num, den):
-            self.m.multiply(n, c, out=o)
+        if out is None:
+            out = [n * c for n in num]
+        else:
+            for o, n in zip(out, num):
+                self.multiply(n, c, o)
+        for o, p, d in zip(out, ps, den):
             o /= d
-            self.m.subtract(p, o, out=o)
+            self.subtract(p, o, o)
         return out
 
 

@@ -161,13 +161,12 @@ class Optimizer:
             lr = float(lr)  # a NumPy scalar or array would promote float32 updates to float64
         elif params:  # the backend's 0-d array (compiled code passes the rate in)
             lr = xp.astype(lr, params[0].dtype)
-        t, ops = step + 1, _backend.ops_of(xp)
+        t, ops, slots = step + 1, _backend.ops_of(xp), state["slots"]
         targets = None if out is None else (out[0], *_by_kind(out[1]))
-        new_params, new_kinds = self.rule(ops, params, grads, _by_kind(state["slots"]), lr, t,
-                                          targets)
-        new_slots = [list(row) for row in zip(*new_kinds)] if new_kinds else [
-            [] for _ in params]
-        return new_params, {"step": t, "slots": new_slots}
+        new_params, new_kinds = self.rule(ops, params, grads, _by_kind(slots), lr, t, targets)
+        if new_kinds:
+            slots = [list(row) for row in zip(*new_kinds)]
+        return new_params, {"step": t, "slots": slots}  # no kind of slot: the same lists
 
     def rule(self, ops: _backend.Ops, ps: list[Array], gs: list[Array],
              slots: list[list[Array]], lr: Any, t: Any, out: tuple[list[Array], ...] | None
