@@ -180,6 +180,7 @@ class Ops:
     affine: Callable[[Any, Any, Any], Any]  # x @ w + b (torch: one addmm)
     relu: Callable[[Any], Any]              # maximum(x, 0)
     relu_backward: Callable[[Any, Any], Any]  # dy * (y > 0) from the output y (in dy's buffer)
+    count_true: Callable[[Any, Any], Any]   # (mask, dtype) -> how many True, 0-d of dtype
     # the optimizers' rules over lists (``portable_mlp.rules``): the gradients consumed,
     # the new values written into ``out`` (a tuple of lists of spares; None: new arrays)
     sgd: Callable[..., Any]                       # (ps, gs, lr, out) -> ps
@@ -202,7 +203,8 @@ def ops(name: str) -> Ops:
     if name == "numpy":
         return Ops(xp, _numpy_matmul, _numpy_sigmoid, _numpy_sum_of_squares,
                    _standard_sigmoid_backward, functools.partial(_standard_affine, _numpy_matmul),
-                   _numpy_relu, _numpy_relu_backward, **_rules(UfuncListOps(np)),
+                   _numpy_relu, _numpy_relu_backward, _numpy_count_true,
+                   **_rules(UfuncListOps(np)),
                    writes_in_place=True)
     flat: Callable[[Any], Any] = operator.methodcaller("reshape", -1)
     if name == "array_api_strict":  # its arrays have no reshape method
@@ -212,6 +214,7 @@ def ops(name: str) -> Ops:
     affine: Callable[[Any, Any, Any], Any] = functools.partial(_standard_affine, operator.matmul)
     relu: Callable[[Any], Any] = functools.partial(_standard_relu, xp)
     relu_backward: Callable[[Any, Any], Any] = functools.partial(_standard_relu_backward, xp)
+    count_true = functools.partial(_standard_count_true, xp)
     if name == "cupy":
         return _cupy_ops(xp, flat)
     if name == "torch":
@@ -226,7 +229,8 @@ def ops(name: str) -> Ops:
     elif name == "dask":
         sigmoid = _dask_sigmoid
     return Ops(xp, operator.matmul, sigmoid, functools.partial(_flat_dot, flat),
-               _standard_sigmoid_backward, affine, relu, relu_backward, **_rules(lists),
+               _standard_sigmoid_backward, affine, relu, relu_backward, count_true,
+               **_rules(lists),
                writes_in_place=not isinstance(lists, StandardListOps))
 
 
@@ -260,6 +264,15 @@ def _standard_relu(xp: Any, x: Any) -> Any:
 def _standard_relu_backward(xp: Any, y: Any, dy: Any) -> Any:
     dy *= xp.astype(y > 0.0, dy.dtype)
     return dy
+
+
+def _standard_count_true(xp: Any, mask: Any, dtype: Any) -> Any:
+    return xp.astype(xp.count_nonzero(mask), dtype)
+
+
+def _numpy_count_true(mask: np.ndarray, dtype: Any) -> Any:
+    """NumPy's own count, a scalar of ``dtype`` (no wrapper: a third of the time)."""
+    return dtype.type(np.count_nonzero(mask))
 
 
 def _numpy_relu(x: np.ndarray) -> np.ndarray:
@@ -490,7 +503,8 @@ def _cupy_ops(xp: Any, flat: Callable[[Any], Any]) -> Ops:
     return Ops(xp, operator.matmul, forward, functools.partial(_flat_dot, flat),
                sigmoid_backward, functools.partial(_standard_affine, operator.matmul),
                functools.partial(_standard_relu, xp),
-               functools.partial(_standard_relu_backward, xp), sgd, sgd_momentum, adam,
+               functools.partial(_standard_relu_backward, xp),
+               functools.partial(_standard_count_true, xp), sgd, sgd_momentum, adam,
                writes_in_place=True)
 
 

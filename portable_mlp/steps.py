@@ -209,11 +209,10 @@ def evaluation(settings: Settings, params: list[Array], X: Array, Y: Array,
 def weighted_hits(model: Sequential, out: Array, labels: Array, w: Array | None) -> Array:
     """How many samples ``out`` puts in their class ``labels`` (the sum of their
     weights); ``labels``: ``model.classes_of`` the targets."""
-    xp = model.xp
     right = model.classes_of(out) == labels
     if w is None:
-        return xp.astype(xp.count_nonzero(right), out.dtype)
-    return xp.sum(xp.where(right, w, 0.0))
+        return model.placement.ops.count_true(right, out.dtype)
+    return model.xp.sum(model.xp.where(right, w, 0.0))
 
 
 def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X: Array,

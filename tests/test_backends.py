@@ -229,7 +229,8 @@ def test_ops_optimizer_rules_are_the_standard_math(backend, rule, into):
 
 def test_ops_affine_and_relu_are_the_standard_math(backend):
     """``Ops.affine`` (torch: one addmm), ``Ops.relu`` and its backward from the output
-    (NumPy and torch: the boolean mask as it is) agree with their formulas."""
+    (NumPy and torch: the boolean mask as it is) and ``Ops.count_true`` agree with their
+    formulas."""
     place = pm.MLP([2, 2], backend=backend).placement
     ops, rtol = place.ops, (1e-12 if place.dtype == "float64" else 1e-5)
     rng = np.random.default_rng(3)
@@ -241,3 +242,5 @@ def test_ops_affine_and_relu_are_the_standard_math(backend):
     np.testing.assert_array_equal(_backend.to_host(y), np.maximum(z, 0.0).astype(place.dtype))
     back = ops.relu_backward(y, place.from_host(dy.copy()))
     np.testing.assert_allclose(_backend.to_host(back), dy * (z > 0), rtol=rtol)
+    count = ops.count_true(place.from_host(z) > 0.0, place.dtype_obj)
+    assert float(_backend.to_host(count)) == np.count_nonzero(z > 0)
