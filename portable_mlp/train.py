@@ -151,6 +151,9 @@ class Trainer:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_functions"] = {}  # compiled functions do not pickle; they are made again
+        # the states to go back to and the last batch: training's, not the model's
+        state.update(_previous=None, _verified=None, _vault=None, _last_batch=None,
+                     _owned=False, _previous_owned=False)
         return state
 
     # --- one step ----------------------------------------------------------
@@ -462,7 +465,7 @@ class Trainer:
         self.stop_training = self._interrupted = False
         ends: list[int] = []  # the step count at the end of each epoch in history
         self.log_keys = tuple(history)  # what each epoch logs: callbacks check against it
-        with self._defer_sigint():
+        with self._defer_sigint(), self._forget_last_batch():
             for cb in cbs:
                 cb.on_train_begin(self)
             bar = progress_report(epochs, progress, verbose)
@@ -544,6 +547,15 @@ class Trainer:
         raise DivergenceError(self.steps, self._last_finite_loss(), detail=(
             f"epoch {epoch + 1} logged non-finite {', '.join(bad)}; the model holds its "
             f"parameters after step {self.steps}, the last one applied"))
+
+    @contextlib.contextmanager
+    def _forget_last_batch(self) -> Iterator[None]:
+        """The last batch (``check_saveable`` reads it) is dropped when ``fit`` ends: a
+        compiled epoch's holds all the data, which the trainer must not keep alive."""
+        try:
+            yield
+        finally:
+            self._last_batch = None
 
     @contextlib.contextmanager
     def _defer_sigint(self) -> Iterator[None]:
