@@ -21,6 +21,7 @@ import functools
 import math
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -322,7 +323,10 @@ class Trainer:
         batch = self._last_batch
         if batch is None or self.optimizer.state is None:
             return
-        with self.model.placement.quiet():
+        # a loss that overflows is this check's to report, not a warning (dask computes
+        # in worker threads, outside NumPy's error state: their warnings are filtered)
+        with self.model.placement.quiet(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             loss = self.evaluate(*(batch() if callable(batch) else batch))["loss"]
         if math.isfinite(loss) or self._previous is None:
             return

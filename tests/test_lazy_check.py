@@ -1,6 +1,7 @@
 """fit's lazy finite check and its double buffers (issue 19): a non-finite state is
 found by the next loss, at the epoch's end or before a checkpoint, and training goes
-back to the last finite state; updates reuse the trainer's own arrays, never a user's."""
+back to the last finite state; updates reuse the trainer's own arrays, never a user's.
+These run under ``-W error`` (pytest's filterwarnings): no NumPy warning escapes fit."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import pytest
 
 import portable_mlp as pm
 from portable_mlp import _backend, grad
-
-pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow warnings
 
 
 def _host(arrays):
