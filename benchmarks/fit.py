@@ -4,10 +4,16 @@
     python -m benchmarks.fit --configs digits --rounds 9 --threads 1
 
 Per configuration, every (backend, variant) runs once per round, interleaved
-(numpy hand, numpy portable_mlp, torch hand, ...), so that a busy machine slows all
-alike; the order is reversed every other round. Ratios are those of the medians
-printed beside them (each round's times and ratios are kept in the JSON). Each variant
-is warmed up first (JAX compiles there, outside the timing).
+(numpy hand, numpy portable_mlp, torch hand, torch lean, ...), so that a busy machine
+slows all alike; the order is reversed every other round. Ratios are those of the
+medians printed beside them (each round's times and ratios are kept in the JSON);
+``pm/lean``'s range over the rounds is printed beside it.
+
+``pm/hand``: against the loop most users of the backend write (torch: autograd and
+``torch.optim``). ``pm/lean``: against the fastest loop written by hand (torch: a manual
+forward and backward with in-place ``_foreach_`` Adam; NumPy and JAX: the hand loop
+itself), the honest anchor (``benchmarks._fit_loops``). Each variant is warmed up
+first (JAX compiles there, outside the timing).
 ``--threads N`` sets torch's intra-op threads and the BLAS pools (threadpoolctl)
 for the run; the thread count in force is printed with the table.
 """
@@ -53,7 +59,8 @@ def measure(config_name: str, backends: list[str], rounds: int,
             clock: Any = time.perf_counter) -> list[dict[str, Any]]:
     config = FIT_CONFIGS[config_name]
     works = {b: build(b, config) for b in backends}
-    runs = [(b, v) for b in backends for v in ("hand", "portable_mlp")]
+    runs = [(b, v) for b in backends for v in ("hand", "lean", "portable_mlp")
+            if v != "lean" or works[b].lean is not None]
     times: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
     last: dict[tuple[str, str], tuple[float, float]] = {}
     for b, v in runs:  # warm-up: compile, fault pages in
@@ -68,12 +75,19 @@ def measure(config_name: str, backends: list[str], rounds: int,
     rows = []
     for b in backends:
         hand, ours = times[b, "hand"], times[b, "portable_mlp"]
+        lean = times.get((b, "lean"), hand)  # None: the hand loop is the leanest
+        over_lean = [o / h for o, h in zip(ours, lean)]
         row = {"backend": b, "config": config_name, "epochs_per_call": config.epochs,
-               "hand_s": statistics.median(hand), "pm_s": statistics.median(ours),
-               # the table's ratio is that of the medians beside it; each round's in the JSON
+               "hand_s": statistics.median(hand), "lean_s": statistics.median(lean),
+               "pm_s": statistics.median(ours),
+               # the table's ratios are those of the medians beside them; each round's in
+               # the JSON
                "pm_over_hand": statistics.median(ours) / statistics.median(hand),
-               "per_round": {"hand_s": hand, "pm_s": ours,
-                             "pm_over_hand": [o / h for o, h in zip(ours, hand)]},
+               "pm_over_lean": statistics.median(ours) / statistics.median(lean),
+               "pm_over_lean_range": [min(over_lean), max(over_lean)],
+               "per_round": {"hand_s": hand, "lean_s": lean, "pm_s": ours,
+                             "pm_over_hand": [o / h for o, h in zip(ours, hand)],
+                             "pm_over_lean": over_lean},
                "hand_last": last[b, "hand"], "pm_last": last[b, "portable_mlp"],
                **works[b].info}
         if "numpy" in backends and b != "numpy":
@@ -88,13 +102,16 @@ def _fmt(s: float) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'backend':8} {'config':7} {'hand/epoch':>12} {'pm/epoch':>12} {'pm/hand':>8} "
+    lines = [f"{'backend':8} {'config':7} {'hand/epoch':>12} {'lean/epoch':>12} "
+             f"{'pm/epoch':>12} {'pm/hand':>8} {'pm/lean':>8} {'(rounds)':>13} "
              f"{'pm/numpy-pm':>11}  last epoch: hand loss/acc | pm loss/acc"]
     for r in rows:
         vs_numpy = f"{r['pm_over_numpy_pm']:11.3f}" if "pm_over_numpy_pm" in r else f"{'':11}"
         (hl, ha), (pl, pa) = r["hand_last"], r["pm_last"]
+        low, high = r["pm_over_lean_range"]
         lines.append(f"{r['backend']:8} {r['config']:7} {_fmt(r['hand_s']):>12} "
-                     f"{_fmt(r['pm_s']):>12} {r['pm_over_hand']:8.3f} {vs_numpy}  "
+                     f"{_fmt(r['lean_s']):>12} {_fmt(r['pm_s']):>12} {r['pm_over_hand']:8.3f} "
+                     f"{r['pm_over_lean']:8.3f} {f'{low:.2f}-{high:.2f}':>13} {vs_numpy}  "
                      f"{hl:.4g}/{ha:.3f} | {pl:.4g}/{pa:.3f}")
     return "\n".join(lines)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import pstats
 import time
 import timeit
@@ -39,7 +40,8 @@ GROUPS: dict[str, list[tuple[str, str, range | None]]] = {
     "loss: mse (delta, its sum of squares, scale)": [("losses.py", "mse", None)],
     "sigmoid backward (2 passes, in place)": [("standard.py", "standard_sigmoid_backward",
                                                None)],
-    "SGD update (2 passes, into a new array)": [("rules.py", "sgd", None)],
+    "SGD update (2 passes, into a new array)": [("rules.py", "sgd", None),
+                                                ("_backend.py", "axpy_into", None)],
     "finite check of the update (np.vdot)": [("steps.py", "all_finite_on_host", None),
                                              ("numpy.py", "numpy_sum_of_squares", None)],
     "errstate (quiet, overflow_is_fine)": [("_ufunc_config.py", "__enter__", None),
@@ -74,14 +76,23 @@ def profile(config_name: str, steps: int) -> tuple[dict[str, float], float, floa
     return groups, total, floor_s
 
 
+FIT_EPOCHS = 50  # epochs of the timed fit (full batch: one step each)
+
+
 def pieces(config_name: str) -> dict[str, float]:
-    """Seconds of each part of a NumPy ``Trainer.step``, timed alone (best of repeats)."""
+    """Seconds of each part of a NumPy ``Trainer.step``, timed alone (best of repeats),
+    and of one full-batch epoch of ``fit`` (one step, with ``fit``'s lazy check: the
+    argument checks once per fit, one error-state context and one finite check per
+    epoch, the update into spare arrays)."""
     work = w.build("numpy", w.CONFIGS[config_name])
     trainer, X, Y = w._trainer(w.CONFIGS[config_name], "numpy", None)
     model, optimizer = trainer.model, trainer.optimizer
     placement = model.placement
     trainer.step(X, Y)  # the optimizer's state exists from here on
     state = optimizer.state
+    spares = ([p.copy() for p in model.params], [[s.copy() for s in ss] for ss in state["slots"]])
+    fitted, X_host, Y_host = w._trainer(w.CONFIGS[config_name], "numpy", None)
+    X_host, Y_host = np.asarray(X_host), np.asarray(Y_host)
     _, grads, _ = grad.loss_grads_and_output(model, model.params, X, Y, trainer._loss_fn, 0.0)
 
     def quiet() -> None:
@@ -96,14 +107,20 @@ def pieces(config_name: str) -> dict[str, float]:
             model, model.params, X, Y, trainer._loss_fn, 0.0),
         "update (new arrays; copies the grads it eats)": lambda: optimizer.update(
             np, model.params, [g.copy() for g in grads], state),
+        "update into spares (fit's; copies the grads)": lambda: optimizer.update(
+            np, model.params, [g.copy() for g in grads], state, out=spares),
         "finite check of the update": lambda: steps.all_finite_on_host(
             placement, model.params, state["slots"]),
         "the whole Trainer.step": lambda: trainer.step(X, Y),
         "the report's hand-written step": work.steps["hand"],
     }
     number = max(1, int(0.05 / _once(parts["the whole Trainer.step"])))
-    return {name: min(timeit.repeat(part, number=number, repeat=7)) / number
-            for name, part in parts.items()}
+    timed = {name: min(timeit.repeat(part, number=number, repeat=7)) / number
+             for name, part in parts.items()}
+    fit = functools.partial(fitted.fit, X_host, Y_host, epochs=FIT_EPOCHS, progress=False)
+    timed[f"one epoch of fit (of {FIT_EPOCHS}, full batch)"] = min(
+        timeit.repeat(fit, number=1, repeat=7)) / FIT_EPOCHS
+    return timed
 
 
 def _once(fn: Callable[[], object]) -> float:

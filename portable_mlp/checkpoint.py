@@ -730,7 +730,7 @@ class Checkpoint(Callback):
         self.saved, self.best, self.best_epoch = 0, self.sign * math.inf, 0
 
     def _save(self, trainer: Trainer) -> None:
-        trainer.check_divergence()  # raises DivergenceError before a diverged save
+        trainer.check_saveable()  # raises DivergenceError before a diverged save
         save(trainer.model, self.path, trainer.optimizer if self.save_optimizer else None)
         self.saved += 1
 

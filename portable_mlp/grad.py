@@ -38,10 +38,12 @@ def loss_and_grads(model: Sequential, params: list[Array], X: Array, Y: Array,
 
 
 def loss_grads_and_output(model: Sequential, params: list[Array], X: Array, Y: Array,
-                          loss_fn: losses.Loss, l2: float, sample_weight: Array | None = None
-                          ) -> tuple[Array, list[Array], Array]:
-    """``loss_and_grads`` and the forward pass's output (training logs its accuracy)."""
-    out, backprops = model.forward(X, params)
+                          loss_fn: losses.Loss, l2: float, sample_weight: Array | None = None,
+                          silenced: bool = False) -> tuple[Array, list[Array], Array]:
+    """``loss_and_grads`` and the forward pass's output (training logs its accuracy);
+    ``silenced``: the caller has silenced NumPy's float warnings (``placement.quiet()``),
+    so the forward pass enters no error-state context of its own."""
+    out, backprops = (model.forward_silenced if silenced else model.forward)(X, params)
     value, delta, n = output_loss(model, params, out, Y, loss_fn, l2, sample_weight)
     grads = model.backward(delta, backprops)
     return value, add_l2_gradient(model, params, grads, n, l2), out

@@ -130,9 +130,7 @@ class Linear(Piece):
 
     def forward(self, ops: Ops, params: list[Array], x: Array) -> tuple[Array, Backprop]:
         w, matmul = params[0], ops.matmul
-        z = matmul(x, w)
-        if self.bias:
-            z += params[1]
+        z = ops.affine(x, w, params[1]) if self.bias else matmul(x, w)
 
         def backprop(dz: Array, need_dx: bool = True) -> tuple[Array | None, list[Array]]:
             grads = [matmul(x.T, dz)]
@@ -176,12 +174,10 @@ class ReLU(Piece):
     """``max(x, 0)``; derivative 1 where the output is positive."""
 
     def forward(self, ops: Ops, params: list[Array], x: Array) -> tuple[Array, Backprop]:
-        xp = ops.xp
-        y = xp.maximum(x, 0.0)
+        y = ops.relu(x)
 
         def backprop(dy: Array, need_dx: bool = True) -> tuple[Array, list[Array]]:
-            dy *= xp.astype(y > 0.0, dy.dtype)
-            return dy, []
+            return ops.relu_backward(y, dy), []
 
         return y, backprop
 

@@ -141,7 +141,10 @@ class Sequential:
                                      f"model.to(dtype={placement.dtype!r})")
 
     def host_params(self) -> list[np.ndarray]:
-        """The parameters as host NumPy arrays (copies where the backend needs one)."""
+        """The parameters as host NumPy arrays of their own: copies, which later training
+        steps leave as they are (``fit`` writes its updates into arrays it reuses)."""
+        if self.placement.host_reads_are_free:  # to_host may hand back the array itself
+            return [np.array(_backend.to_host(p)) for p in self.params]
         return [_backend.to_host(p) for p in self.params]
 
     def to_torch_module(self, dtype: Any = None, device: Any = None) -> Any:
@@ -181,12 +184,26 @@ class Sequential:
         params : list of arrays or None, default None
             Parameters to use instead of ``model.params``.
         """
+        with self.placement.overflow_is_fine():
+            return self.forward_silenced(x, params)
+
+    def forward_silenced(self, x: Array, params: list[Array] | None = None
+                         ) -> tuple[Array, list[Backprop]]:
+        """``forward`` for a caller that has silenced NumPy's float warnings already
+        (a training step, in ``placement.quiet()``): no error-state context of its own.
+
+        Parameters
+        ----------
+        x : array of shape (n, n_features)
+            Input already placed on the model.
+        params : list of arrays or None, default None
+            Parameters to use instead of ``model.params``.
+        """
         params = self.params if params is None else params
         ops, backprops = self.placement.ops, []
-        with self.placement.overflow_is_fine():
-            for piece, where in zip(self.pieces, self._slices):
-                x, backprop = piece.forward(ops, params[where], x)
-                backprops.append(backprop)
+        for piece, where in zip(self.pieces, self._slices):
+            x, backprop = piece.forward(ops, params[where], x)
+            backprops.append(backprop)
         return x, backprops
 
     def backward(self, delta: Array, backprops: list[Backprop]) -> list[Array]:

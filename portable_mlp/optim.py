@@ -1,10 +1,12 @@
 """Optimizers over a flat list of parameters, and learning-rate schedules.
 
-``update(xp, params, grads, state)`` returns ``(params, state)``: new parameter and slot
-arrays, the ones passed in left intact, so that a step whose update is not finite can
-be dropped whole at no cost. The elementwise math of each rule is in
-``portable_mlp.rules``, reached through the backend's ``Ops`` (one fused kernel each on
-CuPy). Never reuse a gradient after passing it to ``update``.
+``update(xp, params, grads, state, out=None)`` returns ``(params, state)``: the new
+parameters and slots, written into the spares ``out`` where the backend writes in place
+(new arrays otherwise), the ones passed in left intact, so that a step whose update is
+not finite can be dropped whole at no cost (``Trainer`` double-buffers: see
+``portable_mlp.rules``). The elementwise math of each rule is in ``portable_mlp.rules``,
+reached through the backend's ``Ops`` (one fused kernel each on CuPy). Never reuse a
+gradient after passing it to ``update``.
 
 An optimizer object holds its hyper-parameters and, once training starts, its
 state; passing the same optimizer to ``fit`` again continues from that state.
@@ -212,11 +214,12 @@ class Optimizer:
         self.state = None
 
     def update(self, xp: Any, params: list[Array], grads: list[Array],
-               state: dict[str, Any], lr: Any = None) -> tuple[list[Array], dict[str, Any]]:
-        """One update into new arrays (``params`` and the slots of ``state`` are left
-        intact; ``grads`` are consumed); ``lr`` (a float or a 0-d array) overrides the
-        schedule's rate for this step: compiled code computes the schedule on the host
-        and passes it in.
+               state: dict[str, Any], lr: Any = None,
+               out: tuple[list[Array], list[list[Array]]] | None = None
+               ) -> tuple[list[Array], dict[str, Any]]:
+        """One update (``params`` and the slots of ``state`` are left intact; ``grads``
+        are consumed); ``lr`` (a float or a 0-d array) overrides the schedule's rate for
+        this step: compiled code computes the schedule on the host and passes it in.
 
         Parameters
         ----------
@@ -230,6 +233,11 @@ class Optimizer:
             The state (``init_state``): ``{"step": int, "slots": [[...], ...]}``.
         lr : float, 0-d array or None, default None
             This step's rate; None: the schedule's.
+        out : tuple of (list of arrays, list of lists of arrays) or None, default None
+            Spare parameters and slots, laid out as ``params`` and ``state["slots"]``
+            and sharing no array with them, that the new values are written into where
+            the backend writes in place (``Ops.writes_in_place``); None makes new
+            arrays. Use what this returns either way (``portable_mlp.rules``).
         """
         step = state["step"]
         if lr is None:
@@ -238,35 +246,46 @@ class Optimizer:
             lr = float(lr)  # a NumPy scalar or array would promote float32 updates to float64
         elif params:  # the backend's 0-d array (compiled code passes the rate in)
             lr = xp.astype(lr, params[0].dtype)
-        rule, t, ops = self.rule, step + 1, _backend.ops_of(xp)
-        new_params, new_slots = [], []
-        for p, g, slots in zip(params, grads, state["slots"]):
-            p, slots = rule(ops, p, g, slots, lr, t)
-            new_params.append(p)
-            new_slots.append(slots)
-        return new_params, {"step": t, "slots": new_slots}
+        t, ops, slots = step + 1, _backend.ops_of(xp), state["slots"]
+        targets = None if out is None else (out[0], *_by_kind(out[1]))
+        new_params, new_kinds = self.rule(ops, params, grads, _by_kind(slots), lr, t, targets)
+        if new_kinds:
+            slots = [list(row) for row in zip(*new_kinds)]
+        return new_params, {"step": t, "slots": slots}  # no kind of slot: the same lists
 
-    def rule(self, ops: _backend.Ops, p: Array, g: Array, slots: list[Array], lr: float,
-             t: int) -> tuple[Array, list[Array]]:
-        """The new ``p`` and slots from the gradient ``g`` at rate ``lr``, step ``t``
-        (1-based): new arrays, ``p`` and ``slots`` untouched; ``g`` may be overwritten.
+    def rule(self, ops: _backend.Ops, ps: list[Array], gs: list[Array],
+             slots: list[list[Array]], lr: Any, t: Any, out: tuple[list[Array], ...] | None
+             ) -> tuple[list[Array], list[list[Array]]]:
+        """The new parameters and slots (one list per kind of slot, e.g. Adam's ``[ms,
+        vs]``) from the gradients ``gs`` at rate ``lr``, step ``t`` (1-based), written
+        into ``out`` (the parameters' spares, then each kind's; None: new arrays);
+        ``ps`` and ``slots`` untouched, ``gs`` may be overwritten (``rules``).
 
         Parameters
         ----------
         ops : Ops
             The backend's operations.
-        p : array
-            One parameter.
-        g : array
-            Its gradient.
-        slots : list of arrays
-            Its slots (moments, velocity).
-        lr : float
+        ps : list of arrays
+            The parameters.
+        gs : list of arrays
+            Their gradients.
+        slots : list of lists of arrays
+            The slots, one list per kind (moments, velocity).
+        lr : float or 0-d array
             The rate of this step.
-        t : int
+        t : int or 0-d array
             The (1-based) step.
+        out : tuple of lists of arrays or None
+            The spares to write into (parameters first, then each kind of slot); None:
+            new arrays.
         """
         raise NotImplementedError
+
+
+def _by_kind(slots: list[list[Array]]) -> list[list[Array]]:
+    """Per-parameter slot lists (``[[m0, v0], [m1, v1]]``) as one list per kind of slot
+    (``[[m0, m1], [v0, v1]]``): what the rules take."""
+    return [list(kind) for kind in zip(*slots)]
 
 
 class SGD(Optimizer):
@@ -299,12 +318,13 @@ class SGD(Optimizer):
             return super().init_state(xp, params)
         return {"step": 0, "slots": [[xp.zeros_like(p)] for p in params]}
 
-    def rule(self, ops: _backend.Ops, p: Array, g: Array, slots: list[Array], lr: float,
-             t: int) -> tuple[Array, list[Array]]:
+    def rule(self, ops: _backend.Ops, ps: list[Array], gs: list[Array],
+             slots: list[list[Array]], lr: Any, t: Any, out: tuple[list[Array], ...] | None
+             ) -> tuple[list[Array], list[list[Array]]]:
         if not self.momentum:
-            return ops.sgd(p, g, lr), slots
-        p, v = ops.sgd_momentum(p, g, slots[0], lr, self.momentum, self.nesterov)
-        return p, [v]
+            return ops.sgd(ps, gs, lr, out), slots
+        ps, vs = ops.sgd_momentum(ps, gs, slots[0], lr, self.momentum, self.nesterov, out)
+        return ps, [vs]
 
     def __repr__(self) -> str:
         return f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov})"
@@ -339,12 +359,13 @@ class Adam(Optimizer):
     def init_state(self, xp: Any, params: list[Array]) -> dict[str, Any]:
         return {"step": 0, "slots": [[xp.zeros_like(p), xp.zeros_like(p)] for p in params]}
 
-    def rule(self, ops: _backend.Ops, p: Array, g: Array, slots: list[Array], lr: float,
-             t: int) -> tuple[Array, list[Array]]:
+    def rule(self, ops: _backend.Ops, ps: list[Array], gs: list[Array],
+             slots: list[list[Array]], lr: Any, t: Any, out: tuple[list[Array], ...] | None
+             ) -> tuple[list[Array], list[list[Array]]]:
         # ** 0.5, not math.sqrt: t may be a traced array under jax.jit (train_step)
         step = lr * (1.0 - self.beta2 ** t) ** 0.5 / (1.0 - self.beta1 ** t)
-        p, m, v = ops.adam(p, g, *slots, self.beta1, self.beta2, self.eps, step)
-        return p, [m, v]
+        ps, ms, vs = ops.adam(ps, gs, *slots, self.beta1, self.beta2, self.eps, step, out)
+        return ps, [ms, vs]
 
     def __repr__(self) -> str:
         return f"Adam(lr={self.lr}, beta1={self.beta1}, beta2={self.beta2}, eps={self.eps})"

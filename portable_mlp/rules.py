@@ -1,14 +1,31 @@
-"""The optimizers' elementwise update rules, written once in the standard's operations.
+"""The optimizers' elementwise update rules, written once over lists of arrays.
 
-Each returns new parameter and slot arrays and leaves the ones passed in intact (a step
-whose update is not finite is dropped whole); the gradient ``g`` is the rule's own and
-may be overwritten. The first operation on a parameter or a slot makes the new array
-(``p - g``, ``beta * m``); later ones use augmented assignment on that new array: in
-place where the backend allows, rebinding where arrays are immutable (JAX), so that no
-copy and no pass over the data is made that an in-place update written by hand does
-not make. A backend's ``Ops`` holds them (``Ops.sgd``, ``Ops.sgd_momentum``, and
-``Ops.adam`` bound to the namespace); on CuPy each is one fused kernel of the same math
-instead.
+Each rule takes every parameter of a model at once (``ps``, ``gs`` and one list per
+slot) and a few list operations (``portable_mlp.backends.list_ops``): NumPy's ufuncs
+with ``out=``, torch's ``_foreach_`` kernels, and the standard's expressions (new arrays)
+on JAX, dask and array-api-strict. A backend's ``Ops`` holds each rule bound to its
+list operations (``Ops.sgd``, ``Ops.sgd_momentum``, ``Ops.adam``); on CuPy each is one fused
+kernel of the same math instead.
+
+The double-buffer contract:
+
+- ``out``: where the new values go. None makes new arrays (the functional path: JAX,
+  ``train_step``). Else a tuple of lists of spare arrays, one list for the parameters
+  and one per slot, shaped as the inputs: the rule writes the new values into them
+  (where the library writes in place; elsewhere it returns new arrays, so always use
+  what the rule returns). The caller swaps: the returned arrays become the state, the
+  old state becomes the next step's spares.
+- The parameters and slots passed in are never modified: a step found non-finite later
+  is dropped by going back to them. ``out`` never aliases them.
+- The gradients ``gs`` are the rule's own: overwritten (they serve as scratch).
+- A new rule, or a term added before one (a decoupled weight decay,
+  ``p * (1 - lr * wd)``), follows the same contract: write the decayed parameters into
+  ``out``'s parameters (``ops.scale(out[0], ps, 1 - lr * wd)``), then run the rule from
+  there with the same ``out``: every list operation allows ``out`` to be its input.
+
+The arithmetic is the same, rounding included, on every backend but torch (whose
+``_foreach_add_(alpha=...)`` and ``addcmul``/``addcdiv`` round once where the standard's
+expression rounds twice).
 """
 
 from __future__ import annotations
@@ -16,40 +33,35 @@ from __future__ import annotations
 from typing import Any
 
 Array = Any
+Lists = list[Array]
 
 
-def sgd(p: Array, g: Array, lr: Any) -> Array:
-    """``p - lr * g``."""
-    g *= lr
-    return p - g
+def sgd(ops: Any, ps: Lists, gs: Lists, lr: Any, out: tuple[Lists] | None) -> Lists:
+    """``p - lr * g`` for each parameter; returns the new parameters."""
+    return ops.axpy_into(out and out[0], ps, gs, -lr)
 
 
-def sgd_momentum(p: Array, g: Array, v: Array, lr: Any, momentum: float,
-                 nesterov: bool) -> tuple[Array, Array]:
+def sgd_momentum(ops: Any, ps: Lists, gs: Lists, vs: Lists, lr: Any, momentum: float,
+                 nesterov: bool, out: tuple[Lists, Lists] | None) -> tuple[Lists, Lists]:
     """``v = momentum * v - lr * g``, then ``p + v`` or (Nesterov) ``p + momentum * v
-    - lr * g``; returns the new ``p`` and ``v``."""
-    g *= lr
-    v = momentum * v
-    v -= g
+    - lr * g``; returns the new parameters and velocities."""
+    out_p, out_v = out or (None, None)
+    gs = ops.scale(gs, gs, lr)
+    vs = ops.axpy(ops.scale(out_v, vs, momentum), gs, -1.0, None)
     if nesterov:
-        g -= momentum * v
-        return p - g, v
-    return p + v, v
+        gs = ops.axpy(gs, vs, -momentum, None)
+        return ops.axpy_into(out_p, ps, gs, -1.0), vs
+    return ops.axpy_into(out_p, ps, vs, 1.0), vs
 
 
-def adam(xp: Any, p: Array, g: Array, m: Array, v: Array, beta1: float, beta2: float,
-         eps: float, step: Any) -> tuple[Array, Array, Array]:
+def adam(ops: Any, ps: Lists, gs: Lists, ms: Lists, vs: Lists, beta1: float, beta2: float,
+         eps: float, step: Any, out: tuple[Lists, Lists, Lists] | None
+         ) -> tuple[Lists, Lists, Lists]:
     """``m = beta1 * m + (1 - beta1) * g``, ``v = beta2 * v + (1 - beta2) * g**2``, then
     ``p - step * m / (sqrt(v) + eps)`` (``step``: the bias-corrected rate); returns the
-    new ``p``, ``m`` and ``v``."""
-    m = beta1 * m
-    m += (1.0 - beta1) * g
-    v = beta2 * v
-    g *= g
-    g *= 1.0 - beta2
-    v += g
-    denom = xp.sqrt(v)
-    denom += eps
-    change = step * m
-    change /= denom
-    return p - change, m, v
+    new parameters, first and second moments."""
+    out_p, out_m, out_v = out or (None, None, None)
+    vs = ops.add_square(ops.scale(out_v, vs, beta2), gs, 1.0 - beta2, out_p)
+    ms = ops.axpy(ops.scale(out_m, ms, beta1), gs, 1.0 - beta1, gs)
+    denominators = ops.sqrt_plus(gs, vs, eps)
+    return ops.sub_ratio_into(out_p, ps, ms, denominators, step), ms, vs

@@ -209,11 +209,10 @@ def evaluation(settings: Settings, params: list[Array], X: Array, Y: Array,
 def weighted_hits(model: Sequential, out: Array, labels: Array, w: Array | None) -> Array:
     """How many samples ``out`` puts in their class ``labels`` (the sum of their
     weights); ``labels``: ``model.classes_of`` the targets."""
-    xp = model.xp
     right = model.classes_of(out) == labels
     if w is None:
-        return xp.astype(xp.count_nonzero(right), out.dtype)
-    return xp.sum(xp.where(right, w, 0.0))
+        return model.placement.ops.count_true(right, out.dtype)
+    return model.xp.sum(model.xp.where(right, w, 0.0))
 
 
 def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X: Array,
@@ -290,8 +289,10 @@ def gradients(model: Sequential, params: list[Array], X: Array, Y: Array, loss_f
     output.
 
     Only clipping needs the gradients' norm: without it, a non-finite gradient shows
-    in the updated parameters or slots, which every caller checks."""
-    loss, grads, out = grad.loss_grads_and_output(model, params, X, Y, loss_fn, l2, w)
+    in the updated parameters or slots, which every caller checks. Every caller runs in
+    ``placement.quiet()``: the forward pass opens no error-state context of its own."""
+    loss, grads, out = grad.loss_grads_and_output(model, params, X, Y, loss_fn, l2, w,
+                                                  silenced=True)
     grads, norm_ok = clipped(model.placement, grads, clip_norm)
     return loss, grads, norm_ok, out
 

@@ -4,7 +4,14 @@ The hot path reads nothing back to the host: the loss stays a 0-d device array.
 Divergence is caught without a per-step sync where a sync costs something: the
 update is then skipped on the device when the loss or gradient is not finite,
 and a sticky "healthy" flag is read back every ``check_every`` steps. On backends
-where reading a value is free (NumPy, torch on CPU), it is read every step.
+where reading a value is free (NumPy, torch on CPU), ``step`` checks the loss and the
+updated parameters and slots every step; ``fit`` checks lazily: the loss every step
+(a non-finite parameter shows in the next step's loss), and every parameter and slot
+at each epoch's end, before the callbacks see the model, and when a loss is not finite.
+It then goes back to the latest state found finite: the current one, the one before the
+last step, or the last verified one. Its updates are double-buffered: written into the
+arrays of the state before the last step (``portable_mlp.rules``), arrays the trainer
+made itself; a callback that keeps parameters copies them (``model.host_params()``).
 """
 
 from __future__ import annotations
@@ -14,9 +21,10 @@ import functools
 import math
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -108,6 +116,18 @@ class _Data:
         return int(self.X.shape[0])
 
 
+class _Kept(NamedTuple):  # a tuple: made every step, at a tenth of a dataclass's cost
+    """A training state that ``fit`` can go back to: the parameters and slots, the step
+    counts (the trainer's, the optimizer's) and the loss of the last step that made it
+    (None: none yet), reported as the last finite loss."""
+
+    params: list[Array]
+    slots: list[list[Array]]
+    steps: int
+    opt_step: int
+    loss: Array | None
+
+
 class Trainer:
     """Holds a model, a loss, an optimizer (and its state) and trains the model.
 
@@ -161,12 +181,25 @@ class Trainer:
         self._state: dict[str, Any] | None = None  # the optimizer state and the params
         self._params: list[Array] | None = None     # the last step made (checked already)
         self._unchecked = 0
+        # fit's lazy check (where reading back is free): the state before the last step,
+        # the last state verified finite, and whether the current arrays are the
+        # trainer's own (made by its updates: the next-but-one step may write into them)
+        self._lazy = False
+        self._previous: _Kept | None = None
+        self._verified: _Kept | None = None
+        self._owned = self._previous_owned = False
+        self._vault: tuple[list[Array], list[list[Array]]] | None = None
+        # the last batch trained on, or a function that makes it (a compiled epoch's)
+        self._last_batch: Any = None
         self._interrupted = False           # set by the SIGINT handler during fit
         self._functions: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_functions"] = {}  # compiled functions do not pickle; they are made again
+        # the states to go back to and the last batch: training's, not the model's
+        state.update(_previous=None, _verified=None, _vault=None, _last_batch=None,
+                     _owned=False, _previous_owned=False)
         return state
 
     # --- one step ----------------------------------------------------------
@@ -195,15 +228,29 @@ class Trainer:
         state = self.optimizer.state
         if state is None or state is not self._state or model.params is not self._params:
             state = self.optimizer.ensure_state(placement.xp, model.params)  # not ours
-        if placement.host_reads_are_free and not self.compiled:
+            self._forget()
+        previous = _Kept(model.params, state["slots"], self.steps, state["step"],
+                         self._last_loss)
+        if self._lazy:
+            params, state, loss, hits = self._lazy_update(X, Y, labels, w, state)
+        elif placement.host_reads_are_free and not self.compiled:
             params, state, loss, hits = self._checked_update(X, Y, labels, w, state)
         else:
             params, state, loss, hits = self._guarded_update(X, Y, labels, w, state)
         model.params, self.optimizer.state = params, state
         self._state, self._params = state, params
+        self._previous, self._previous_owned = previous, self._owned
+        self._owned = self._lazy and placement.ops.writes_in_place
+        self._last_batch = (X, Y, w)
         self.steps += 1
         self._last_loss = loss
         return loss, hits
+
+    def _forget(self) -> None:
+        """The model's parameters or the optimizer's state were set from outside: no
+        state to go back to, and no array of the trainer's own to write into."""
+        self._previous = self._verified = None
+        self._owned = self._previous_owned = False
 
     def _checked_update(self, X: Array, Y: Array, labels: Array | None, w: Array | None,
                         state: dict[str, Any]
@@ -221,6 +268,127 @@ class Trainer:
             raise DivergenceError(self.steps + 1, self._last_finite_loss())
         hits = None if labels is None else steps.weighted_hits(model, out, labels, w)
         return params, state, loss, hits
+
+    def _lazy_update(self, X: Array, Y: Array, labels: Array | None, w: Array | None,
+                     state: dict[str, Any]
+                     ) -> tuple[list[Array], dict[str, Any], Array, Any]:
+        """``fit``'s step where reading back is free: the loss checked on the host (it
+        shows a non-finite parameter of the step before), the update written into the
+        spare arrays (the state before the last step) and checked only at the epoch's
+        end (``_verify``) or when a later loss is not finite (``_roll_back``)."""
+        model = self.model
+        loss, grads, norm_ok, out = steps.gradients(model, model.params, X, Y, self._loss_fn,
+                                                    self.l2, w, self.clip_norm)
+        if not (math.isfinite(loss) and norm_ok):
+            self._roll_back(include_current=True)
+        params, state = self.optimizer.update(model.xp, model.params, grads, state,
+                                              out=self._spares())
+        hits = None if labels is None else steps.weighted_hits(model, out, labels, w)
+        return params, state, loss, hits
+
+    def _spares(self) -> tuple[list[Array], list[list[Array]]] | None:
+        """The arrays the next update may write into: those of the state before the
+        last step, where they are the trainer's own (never a user's) and the backend
+        writes in place. The last verified state is copied aside first (once an epoch)
+        if its arrays are about to be written over."""
+        previous = self._previous
+        if not self._previous_owned or previous is None:
+            return None
+        verified = self._verified
+        if verified is not None and verified.params[0] is previous.params[0]:
+            self._verified = self._vaulted(verified)
+        return previous.params, previous.slots
+
+    def _vaulted(self, kept: _Kept) -> _Kept:
+        """``kept`` copied into arrays kept for it (made once, reused every epoch)."""
+        if self._vault is None or self._vault[0][0].shape != kept.params[0].shape:
+            xp = self.model.xp
+            self._vault = ([xp.asarray(p, copy=True) for p in kept.params],
+                           [[xp.asarray(s, copy=True) for s in ss] for ss in kept.slots])
+        else:
+            for dst, src in zip(self._vault[0], kept.params):
+                dst[...] = src
+            for dsts, srcs in zip(self._vault[1], kept.slots):
+                for dst, src in zip(dsts, srcs):
+                    dst[...] = src
+        return _Kept(self._vault[0], self._vault[1], kept.steps, kept.opt_step, kept.loss)
+
+    def _current(self) -> _Kept:
+        state = self.optimizer.state
+        assert state is not None
+        return _Kept(self.model.params, state["slots"], self.steps, state["step"],
+                     self._last_loss)
+
+    def _finite(self, kept: _Kept) -> bool:
+        return kept is self._verified or steps.all_finite_on_host(
+            self.model.placement, kept.params, kept.slots)
+
+    def _verify(self) -> None:
+        """The lazy check: every parameter and slot finite, at an epoch's end and before
+        anything outside training sees the model; else back to the last finite state
+        (``DivergenceError``)."""
+        if self.optimizer.state is None:
+            return
+        current = self._current()
+        if not self._finite(current):
+            self._roll_back(include_current=False)
+        self._verified = current
+
+    def _roll_back(self, include_current: bool) -> None:
+        """Back to the latest finite state and raise ``DivergenceError``: the current
+        state (where ``include_current``: only the loss it gives was found not finite),
+        else the one before the last step, else the last verified one."""
+        candidates = [self._current()] if include_current else []
+        candidates += [k for k in (self._previous, self._verified) if k is not None]
+        for kept in candidates:
+            if self._finite(kept):
+                break
+        else:
+            raise DivergenceError(self.steps + 1, None, detail=(
+                "the parameters or the optimizer's slots were not finite before this fit's "
+                "first step"))
+        detail = None
+        if kept is self._verified and kept is not candidates[0] and self.steps > kept.steps + 1:
+            detail = (f"a parameter or slot went non-finite between steps {kept.steps + 1} and "
+                      f"{self.steps} without showing in the loss; the model and the optimizer "
+                      f"are back at step {kept.steps}, the last state verified finite")
+        self._restore(kept)
+        raise DivergenceError(kept.steps + 1, self._last_finite_loss(), detail=detail)
+
+    def _restore(self, kept: _Kept) -> None:
+        state = {"step": kept.opt_step, "slots": kept.slots}
+        self.model.params, self.optimizer.state = kept.params, state
+        self._params, self._state = kept.params, state
+        self.steps, self._last_loss = kept.steps, kept.loss
+        self._previous, self._verified, self._vault = None, kept, None
+        self._owned = self._previous_owned = False
+
+    def check_saveable(self) -> None:
+        """Before a checkpoint saves the model: ``check_divergence``, and the loss of the
+        current parameters on the last batch trained on must be finite. A loss there that
+        is not finite raises ``DivergenceError`` with the model and the optimizer back
+        at the state before the last step, whose loss was finite: a checkpoint holds only
+        parameters whose loss is known to be finite (the loss ``fit`` logs by default is
+        the one before each step's update)."""
+        self.check_divergence()
+        if self._lazy:
+            self._verify()
+        batch = self._last_batch
+        if batch is None or self.optimizer.state is None:
+            return
+        # a loss that overflows is this check's to report, not a warning (dask computes
+        # in worker threads, outside NumPy's error state: their warnings are filtered)
+        with self.model.placement.quiet(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            loss = self.evaluate(*(batch() if callable(batch) else batch))["loss"]
+        if math.isfinite(loss) or self._previous is None:
+            return
+        kept, step = self._previous, self.steps
+        self._restore(kept)
+        raise DivergenceError(step, self._last_finite_loss(), detail=(
+            f"the parameters after step {step} give a non-finite loss ({loss}) on the last "
+            f"batch; the model and the optimizer are back at step {kept.steps}, whose loss "
+            "was finite"))
 
     def _guarded_update(self, X: Array, Y: Array, labels: Array | None, w: Array | None,
                         state: dict[str, Any]
@@ -377,7 +545,11 @@ class Trainer:
 
         Notes
         -----
-        Per-step values stay on the device and are read back once per epoch. With the
+        Where reading back is free, the check is lazy (the module's docstring) and the
+        updates are written into arrays the trainer reuses: the arrays of
+        ``model.params`` seen during ``fit`` change with later steps (copy what you
+        keep); those it holds when ``fit`` returns are never written into again.
+        Elsewhere per-step values stay on the device and are read back once per epoch. With the
         trainer's ``threads``, torch's and the BLAS library's threads are limited for the
         call and put back after.
         """
@@ -412,7 +584,7 @@ class Trainer:
         self.stop_training = self._interrupted = False
         ends: list[int] = []  # the step count at the end of each epoch in history
         self.log_keys = tuple(history)  # what each epoch logs: callbacks check against it
-        with self._defer_sigint():
+        with self._defer_sigint(), self._forget_last_batch():
             for cb in cbs:
                 cb.on_train_begin(self)
             bar = progress_report(epochs, progress, verbose)
@@ -420,6 +592,7 @@ class Trainer:
                 data = _Data(Xd, Yd, labels, wd, None if wd is None else _backend.to_host(wd))
                 run_epoch = functools.partial(self._epoch, data, batch_size, shuffle, rng, val,
                                               epoch_loss)
+                self._start_lazy_check()
                 self._epochs(run_epoch, epochs, cbs, history, bar, ends)
                 self.check_divergence()
             except DivergenceError as exc:
@@ -427,7 +600,12 @@ class Trainer:
                 kept = sum(1 for end in ends if end < exc.step)
                 exc.history = {key: values[:kept] for key, values in history.items()}
                 raise
+            except BaseException:
+                self._settle()  # no unverified state is left behind
+                raise
             finally:
+                # the model's arrays are the caller's from here on: never written into
+                self._lazy = self._owned = False
                 bar.close()
             if not self._interrupted:
                 train_end(cbs, self)
@@ -454,6 +632,28 @@ class Trainer:
             if self.stop_training:
                 return
 
+    def _start_lazy_check(self) -> None:
+        """Where reading back is free and nothing compiles, ``fit`` checks lazily: the
+        state it starts from is verified once here."""
+        placement = self.model.placement
+        if not placement.host_reads_are_free or self.compiled:
+            return
+        state = self.optimizer.state
+        if state is None or state is not self._state or self.model.params is not self._params:
+            self._state = self.optimizer.ensure_state(placement.xp, self.model.params)
+            self._params = self.model.params
+            self._forget()
+        self._lazy = True
+        if self._verified is None or self._verified.params is not self.model.params:
+            self._verify()
+
+    def _settle(self) -> None:
+        """On an error within ``fit`` (not a divergence): the lazy check, so that the
+        model is left in a finite state; the error itself goes on."""
+        if self._lazy:
+            with contextlib.suppress(DivergenceError):
+                self._verify()
+
     def _refuse_non_finite(self, epoch: int, logs: dict[str, float]) -> None:
         """An epoch whose logs are not finite (a loss summed past float's range, a model
         that overflows on the validation data) is a divergence: it is not logged, and no
@@ -465,6 +665,15 @@ class Trainer:
         raise DivergenceError(self.steps, self._last_finite_loss(), detail=(
             f"epoch {epoch + 1} logged non-finite {', '.join(bad)}; the model holds its "
             f"parameters after step {self.steps}, the last one applied"))
+
+    @contextlib.contextmanager
+    def _forget_last_batch(self) -> Iterator[None]:
+        """The last batch (``check_saveable`` reads it) is dropped when ``fit`` ends: a
+        compiled epoch's holds all the data, which the trainer must not keep alive."""
+        try:
+            yield
+        finally:
+            self._last_batch = None
 
     @contextlib.contextmanager
     def _defer_sigint(self) -> Iterator[None]:
@@ -510,17 +719,23 @@ class Trainer:
         loss_sum: Any = 0.0
         hit_sum: Any = 0.0
         seen = 0.0
+        complete = True
         arrays = [data.X, data.Y, data.labels if track else None, data.w]
         with placement.quiet():
             for (Xb, Yb, lb, wb), count in batches.minibatches(placement, arrays, data.w_host,
                                                                 batch_size, shuffle, rng):
                 if self._interrupted:
-                    return None
+                    complete = False
+                    break
                 loss, hits = self._step(Xb, Yb, labels=lb, w=wb)
                 if track:
                     loss_sum = loss_sum + loss * count
                     hit_sum = hit_sum + hits
                 seen += count
+            if self._lazy:
+                self._verify()  # the epoch's end: before the logs and the callbacks
+        if not complete:
+            return None
         if not track:
             return math.nan, math.nan, seen
         loss_total, hit_total = placement.read_scalars([loss_sum, hit_sum])
@@ -540,6 +755,8 @@ class Trainer:
         lrs = [optimizer.learning_rate(step0 + k) for k in plan.steps_before]
         run = self._function(steps.scan_epoch)
         guard = self._guard or steps.fresh_guard(placement)
+        self._previous = _Kept(model.params, state["slots"], self.steps, step0, self._last_loss)
+        self._last_batch = functools.partial(_last_batch_of, placement, data, plan)
         with placement.quiet():  # a rate beyond the dtype's range is cast to inf: diverges
             params, slots, guard, summary = run(model.params, state["slots"], step0, guard,
                                                 data.X, data.Y, data.labels,
@@ -606,6 +823,20 @@ def split_validation(X: Any, Y: Any, sample_weight: Any, validation_data: Any,
     if sample_weight is not None:
         sample_weight = validation.sliceable(sample_weight, "sample_weight")[:cut]
     return X[:cut], Y[:cut], sample_weight, (X[cut:], Y[cut:])
+
+
+def _last_batch_of(placement: _backend.Placement, data: _Data, plan: steps.EpochPlan
+                   ) -> tuple[Array, Array, Array | None]:
+    """The last batch of a compiled epoch that held samples in effect: its rows of X
+    and Y, and their weights (None: each row counts once)."""
+    if plan.single:
+        return data.X, data.Y, data.w
+    k = int(np.flatnonzero(plan.counts > 0)[-1])
+    rows = placement.indices(plan.indices[k])
+    xp = placement.xp
+    X, Y = (xp.take(a, rows, axis=0) for a in (data.X, data.Y))
+    w = None if plan.weights is None else placement.from_host(plan.weights[k])
+    return X, Y, w
 
 
 def validation_pair(model: Sequential, validation_data: Any) -> tuple[Array, Array] | None:

@@ -181,30 +181,66 @@ def test_ops_compute_the_standards_math(backend):
                                rtol=rtol * 10, atol=1e-30)
 
 
+@pytest.mark.parametrize("into", [False, True], ids=["new-arrays", "into-spares"])
 @pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov", "adam"])
-def test_ops_optimizer_rules_are_the_standard_math(backend, rule):
-    """The optimizers' rules as each backend runs them (one fused kernel each on CuPy)
-    agree with their formulas in float64 on the host, and leave the parameter and its
-    slots untouched (a step whose update is not finite is dropped whole)."""
+def test_ops_optimizer_rules_are_the_standard_math(backend, rule, into):
+    """The optimizers' rules as each backend runs them (list operations: ufuncs with
+    out=, torch's _foreach_ kernels; one fused kernel each on CuPy) agree with their
+    formulas in float64 on the host, over two parameters of different shapes; they leave
+    the parameters and their slots untouched (a step whose update is not finite is
+    dropped whole); given spares, they write into them where the backend writes in
+    place."""
     place = pm.MLP([2, 2], backend=backend).placement
     ops, rtol = place.ops, (1e-12 if place.dtype == "float64" else 1e-5)
     rng = np.random.default_rng(9)
-    p, g, m = (rng.standard_normal((4, 3)) for _ in range(3))
-    v = rng.uniform(0.0, 2.0, (4, 3))
-    P, M, V = (place.from_host(a.copy()) for a in (p, m, v))  # NumPy: may be a itself
-    G = place.from_host(g.copy())  # the rule's own: it may be overwritten
+    shapes = [(4, 3), (3,)]
+    p, g, m = ([rng.standard_normal(s) for s in shapes] for _ in range(3))
+    v = [rng.uniform(0.0, 2.0, s) for s in shapes]
+    P, M, V = ([place.from_host(a.copy()) for a in arrays] for arrays in (p, m, v))
+    G = [place.from_host(a.copy()) for a in g]  # the rule's own: it may be overwritten
+    n_out = {"sgd": 1, "adam": 3}.get(rule, 2)
+    spares = tuple([place.from_host(np.zeros(s)) for s in shapes] for _ in range(n_out))
+    out = spares if into else None
     lr, mu, b1, b2, eps, step = 0.3, 0.9, 0.8, 0.99, 1e-3, 0.05
     if rule == "sgd":
-        got, want = [ops.sgd(P, G, lr)], [p - lr * g]
+        got = [ops.sgd(P, G, lr, out)]
+        want = [[a - lr * b for a, b in zip(p, g)]]
     elif rule in ("momentum", "nesterov"):
-        got = list(ops.sgd_momentum(P, G, M, lr, mu, rule == "nesterov"))
-        v_new = mu * m - lr * g
-        want = [p + (mu * v_new - lr * g if rule == "nesterov" else v_new), v_new]
+        got = list(ops.sgd_momentum(P, G, M, lr, mu, rule == "nesterov", out))
+        v_new = [mu * a - lr * b for a, b in zip(m, g)]
+        want = [[a + (mu * c - lr * b if rule == "nesterov" else c)
+                 for a, b, c in zip(p, g, v_new)], v_new]
     else:
-        got = list(ops.adam(P, G, M, V, b1, b2, eps, step))
-        m_new, v_new = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
-        want = [p - step * m_new / (np.sqrt(v_new) + eps), m_new, v_new]
-    for a, b in zip(got, want, strict=True):
-        np.testing.assert_allclose(_backend.to_host(a), b, rtol=rtol * 10, atol=rtol)
+        got = list(ops.adam(P, G, M, V, b1, b2, eps, step, out))
+        m_new = [b1 * a + (1 - b1) * b for a, b in zip(m, g)]
+        v_new = [b2 * a + (1 - b2) * b * b for a, b in zip(v, g)]
+        want = [[a - step * b / (np.sqrt(c) + eps) for a, b, c in zip(p, m_new, v_new)],
+                m_new, v_new]
+    for got_list, want_list in zip(got, want, strict=True):
+        for a, b in zip(got_list, want_list, strict=True):
+            np.testing.assert_allclose(_backend.to_host(a), b, rtol=rtol * 10, atol=rtol)
     for kept, host in ((P, p), (M, m), (V, v)):
-        np.testing.assert_array_equal(_backend.to_host(kept), host.astype(place.dtype))
+        for a, b in zip(kept, host, strict=True):
+            np.testing.assert_array_equal(_backend.to_host(a), b.astype(place.dtype))
+    if into and ops.writes_in_place:  # the results are the spares, filled
+        for got_list, spare_list in zip(got, spares, strict=True):
+            assert all(a is b for a, b in zip(got_list, spare_list, strict=True))
+
+
+def test_ops_affine_and_relu_are_the_standard_math(backend):
+    """``Ops.affine`` (torch: one addmm), ``Ops.relu`` and its backward from the output
+    (NumPy and torch: the boolean mask as it is) and ``Ops.count_true`` agree with their
+    formulas."""
+    place = pm.MLP([2, 2], backend=backend).placement
+    ops, rtol = place.ops, (1e-12 if place.dtype == "float64" else 1e-5)
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal((5, 4)), rng.standard_normal((4, 3)), rng.standard_normal(3)
+    got = ops.affine(*(place.from_host(a) for a in (x, w, b)))
+    np.testing.assert_allclose(_backend.to_host(got), x @ w + b, rtol=rtol * 10, atol=rtol)
+    z, dy = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
+    y = ops.relu(place.from_host(z))
+    np.testing.assert_array_equal(_backend.to_host(y), np.maximum(z, 0.0).astype(place.dtype))
+    back = ops.relu_backward(y, place.from_host(dy.copy()))
+    np.testing.assert_allclose(_backend.to_host(back), dy * (z > 0), rtol=rtol)
+    count = ops.count_true(place.from_host(z) > 0.0, place.dtype_obj)
+    assert float(_backend.to_host(count)) == np.count_nonzero(z > 0)

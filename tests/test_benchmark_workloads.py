@@ -32,3 +32,19 @@ def test_the_fit_benchmark_loops_run_and_agree(backend):
     work = fl.build(backend, config)
     hand, ours = work.hand(), work.portable_mlp()
     assert ours == pytest.approx(hand, rel=1e-9)  # the same training: the same last epoch
+
+
+@pytest.mark.parametrize("name", ["xor", "digits"])
+def test_the_lean_torch_loop_trains_as_autograd_does(backend, name):
+    """benchmarks.fit's lean torch loop (manual chain rule, in-place foreach Adam) is
+    the same training as the autograd loop and as pm.fit: the same last epoch."""
+    if backend != "torch":
+        pytest.skip("the lean loop is torch's")
+    pytest.importorskip("sklearn")
+    config = dataclasses.replace(fl.FIT_CONFIGS[name], epochs=2)
+    work = fl.build(backend, config)
+    assert work.lean is not None
+    lean, hand, ours = work.lean(), work.hand(), work.portable_mlp()
+    rel = 1e-9 if config.dtype == "float64" else 1e-4
+    assert lean == pytest.approx(hand, rel=rel)
+    assert lean == pytest.approx(ours, rel=rel)

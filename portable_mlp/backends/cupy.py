@@ -18,7 +18,7 @@ import array_api_compat as compat
 import numpy as np
 
 from portable_mlp.backends.base import Backend
-from portable_mlp.backends.standard import BackendUnavailable, Ops, flat_dot
+from portable_mlp.backends.standard import BackendUnavailable, Ops, standard_ops
 
 # name: (inputs, outputs, body), as cupy.ElementwiseKernel takes them
 KERNELS = {
@@ -45,8 +45,18 @@ def kernel(name: str) -> Any:
     return cupy.ElementwiseKernel(*KERNELS[name], f"pm_{name}")
 
 
+def each(run: Callable[..., Any], inputs: list[Any], out: Any, n_out: int) -> Any:
+    """``run`` (a kernel call) per parameter, into ``out``'s spares (None: new arrays); the
+    results as one list per output."""
+    outs = [None] * len(inputs[0]) if out is None else list(zip(*out))
+    results = [run(*row, *(o or ())) for row, o in zip(zip(*inputs), outs)]
+    if n_out == 1:
+        return results
+    return tuple(list(r) for r in zip(*results))
+
+
 def cupy_ops(xp: Any) -> Ops:
-    forward, backward = kernel("sigmoid"), kernel("sigmoid_backward")
+    forward, backward, sgd_kernel = kernel("sigmoid"), kernel("sigmoid_backward"), kernel("sgd")
     momentum, nesterov, adam_kernel = (kernel(n) for n in ("sgd_momentum", "sgd_nesterov",
                                                            "adam"))
 
@@ -54,16 +64,23 @@ def cupy_ops(xp: Any) -> Ops:
         backward(y, dy)  # writes dy in place: one kernel
         return dy
 
-    def sgd_momentum(p: Any, g: Any, v: Any, lr: Any, mu: float, is_nesterov: bool) -> Any:
-        return (nesterov if is_nesterov else momentum)(p, g, v, lr, mu)
+    def sgd(ps: Any, gs: Any, lr: Any, out: Any) -> Any:
+        return each(lambda p, g, *o: sgd_kernel(p, g, lr, *o), [ps, gs], out, 1)
 
-    def adam(p: Any, g: Any, m: Any, v: Any, beta1: float, beta2: float, eps: float,
-             step: Any) -> Any:
-        return adam_kernel(p, g, m, v, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, step)
+    def sgd_momentum(ps: Any, gs: Any, vs: Any, lr: Any, mu: float, is_nesterov: bool,
+                     out: Any) -> Any:
+        run = nesterov if is_nesterov else momentum
+        return each(lambda p, g, v, *o: run(p, g, v, lr, mu, *o), [ps, gs, vs], out, 2)
 
-    return Ops(xp, operator.matmul, forward,
-               functools.partial(flat_dot, operator.methodcaller("reshape", -1)),
-               sigmoid_backward, kernel("sgd"), sgd_momentum, adam)
+    def adam(ps: Any, gs: Any, ms: Any, vs: Any, beta1: float, beta2: float, eps: float,
+             step: Any, out: Any) -> Any:
+        return each(lambda p, g, m, v, *o: adam_kernel(p, g, m, v, beta1, 1.0 - beta1, beta2,
+                                                       1.0 - beta2, eps, step, *o),
+                    [ps, gs, ms, vs], out, 3)
+
+    return standard_ops(xp, operator.methodcaller("reshape", -1), forward,
+                        sigmoid_backward=sigmoid_backward, sgd=sgd, sgd_momentum=sgd_momentum,
+                        adam=adam, writes_in_place=True)
 
 
 class CupyBackend(Backend):

@@ -13,9 +13,9 @@ from typing import Any
 import array_api_compat as compat
 import numpy as np
 
-from portable_mlp import rules
 from portable_mlp.backends.base import Backend
-from portable_mlp.backends.standard import Ops, standard_sigmoid_backward
+from portable_mlp.backends.list_ops import UfuncListOps
+from portable_mlp.backends.standard import Ops, rules_over, standard_affine, standard_ops
 
 # ``ndarray.dot`` beats ``@`` while the left operand has up to this many elements: by
 # matmul's dispatch on tiny products, by 5-10% on 256 x 256 ones; beyond, OpenBLAS runs
@@ -42,6 +42,20 @@ def numpy_sigmoid(x: np.ndarray) -> np.ndarray:
     return np.divide(1.0, y, y)  # np.reciprocal takes twice as long on float32
 
 
+def numpy_relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0)
+
+
+def numpy_relu_backward(y: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """The standard's product with the mask, without casting the mask first."""
+    return np.multiply(dy, y > 0.0, out=dy)
+
+
+def numpy_count_true(mask: np.ndarray, dtype: Any) -> Any:
+    """NumPy's own count, a scalar of ``dtype`` (no wrapper: a third of the time)."""
+    return dtype.type(np.count_nonzero(mask))
+
+
 class NumpyBackend(Backend):
     """NumPy, through array-api-compat's namespace; one device, "cpu"."""
 
@@ -62,9 +76,12 @@ class NumpyBackend(Backend):
 
     @functools.cached_property
     def ops(self) -> Ops:
-        return Ops(self.xp, numpy_matmul, numpy_sigmoid, numpy_sum_of_squares,
-                   standard_sigmoid_backward, rules.sgd, rules.sgd_momentum,
-                   functools.partial(rules.adam, self.xp))
+        return standard_ops(self.xp, sigmoid=numpy_sigmoid, matmul=numpy_matmul,
+                            sum_of_squares=numpy_sum_of_squares,
+                            affine=functools.partial(standard_affine, numpy_matmul),
+                            relu=numpy_relu, relu_backward=numpy_relu_backward,
+                            count_true=numpy_count_true, **rules_over(UfuncListOps(np)),
+                            writes_in_place=True)
 
     def devices(self) -> list[Any]:
         return ["cpu"]

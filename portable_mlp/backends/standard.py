@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from portable_mlp import rules
+from portable_mlp.backends.list_ops import StandardListOps
 
 Array = Any
 
@@ -37,10 +38,42 @@ class Ops:
     sum_of_squares: Callable[[Any], Any]   # sum(a**2) over all of ``a``: 0-d (NumPy: a scalar)
     # dy * y * (1 - y), the sigmoid's backward from its output y (may reuse dy's buffer)
     sigmoid_backward: Callable[[Any, Any], Any]
-    # the optimizers' rules (``portable_mlp.rules``): new arrays, the gradient consumed
-    sgd: Callable[..., Any]                       # (p, g, lr) -> p
-    sgd_momentum: Callable[..., tuple[Any, Any]]  # (p, g, v, lr, momentum, nesterov) -> p, v
-    adam: Callable[..., tuple[Any, Any, Any]]     # (p, g, m, v, b1, b2, eps, step) -> p, m, v
+    affine: Callable[[Any, Any, Any], Any]  # x @ w + b (torch: one addmm)
+    relu: Callable[[Any], Any]              # maximum(x, 0)
+    relu_backward: Callable[[Any, Any], Any]  # dy * (y > 0) from the output y (in dy's buffer)
+    count_true: Callable[[Any, Any], Any]   # (mask, dtype) -> how many True, 0-d of dtype
+    # the optimizers' rules over lists (``portable_mlp.rules``): the gradients consumed,
+    # the new values written into ``out`` (a tuple of lists of spares; None: new arrays)
+    sgd: Callable[..., Any]                       # (ps, gs, lr, out) -> ps
+    sgd_momentum: Callable[..., tuple[Any, Any]]  # (ps, gs, vs, lr, mu, nesterov, out) -> ps, vs
+    adam: Callable[..., tuple[Any, Any, Any]]     # (ps, gs, ms, vs, b1, b2, eps, step, out)
+    writes_in_place: bool = False  # the rules fill ``out`` (else they return new arrays)
+
+
+def rules_over(lists: Any) -> dict[str, Any]:
+    """The optimizers' rules bound to a backend's list operations (``list_ops``)."""
+    return {"sgd": functools.partial(rules.sgd, lists),
+            "sgd_momentum": functools.partial(rules.sgd_momentum, lists),
+            "adam": functools.partial(rules.adam, lists)}
+
+
+def standard_affine(matmul: Callable[[Any, Any], Any], x: Array, w: Array, b: Array) -> Array:
+    z = matmul(x, w)
+    z += b  # in place where arrays are writable
+    return z
+
+
+def standard_relu(xp: Any, x: Array) -> Array:
+    return xp.maximum(x, 0.0)
+
+
+def standard_relu_backward(xp: Any, y: Array, dy: Array) -> Array:
+    dy *= xp.astype(y > 0.0, dy.dtype)
+    return dy
+
+
+def standard_count_true(xp: Any, mask: Array, dtype: Any) -> Array:
+    return xp.astype(xp.count_nonzero(mask), dtype)
 
 
 def standard_sigmoid(xp: Any, x: Array) -> Array:
@@ -60,13 +93,23 @@ def flat_dot(flat: Callable[[Any], Any], a: Array) -> Array:
 
 
 def standard_ops(xp: Any, flat: Callable[[Any], Any] | None = None,
-                 sigmoid: Callable[[Any], Any] | None = None) -> Ops:
-    """The standard's ``Ops`` on ``xp``; ``flat`` (``reshape(-1)``) and ``sigmoid`` where
-    the library spells them faster."""
+                 sigmoid: Callable[[Any], Any] | None = None, **faster: Any) -> Ops:
+    """The standard's ``Ops`` on ``xp``; ``flat`` (``reshape(-1)``), ``sigmoid`` and any
+    other field (``faster``: ``affine=``, ``relu=``, the rules bound to a library's list
+    operations, ``writes_in_place=``) where the library spells them faster."""
     flat = flat or functools.partial(xp.reshape, shape=(-1,))
-    return Ops(xp, operator.matmul, sigmoid or functools.partial(standard_sigmoid, xp),
-               functools.partial(flat_dot, flat), standard_sigmoid_backward, rules.sgd,
-               rules.sgd_momentum, functools.partial(rules.adam, xp))
+    fields: dict[str, Any] = {
+        "matmul": operator.matmul,
+        "sigmoid": sigmoid or functools.partial(standard_sigmoid, xp),
+        "sum_of_squares": functools.partial(flat_dot, flat),
+        "sigmoid_backward": standard_sigmoid_backward,
+        "affine": functools.partial(standard_affine, operator.matmul),
+        "relu": functools.partial(standard_relu, xp),
+        "relu_backward": functools.partial(standard_relu_backward, xp),
+        "count_true": functools.partial(standard_count_true, xp),
+        **rules_over(StandardListOps(xp)),
+    }
+    return Ops(xp, **{**fields, **faster})
 
 
 def dtype_name(dtype: Any) -> str:
