@@ -179,6 +179,7 @@ class Ops:
     sgd: Callable[..., Any]                       # (p, g, lr) -> p
     sgd_momentum: Callable[..., tuple[Any, Any]]  # (p, g, v, lr, momentum, nesterov) -> p, v
     adam: Callable[..., tuple[Any, Any, Any]]     # (p, g, m, v, b1, b2, eps, step) -> p, m, v
+    adamw: Callable[..., tuple[Any, Any, Any]]    # adam's arguments, then decay -> p, m, v
 
 
 @functools.cache
@@ -186,9 +187,10 @@ def ops(name: str) -> Ops:
     """The ``Ops`` of backend ``name``."""
     xp = namespace(name)
     adam = functools.partial(rules.adam, xp)
+    adamw = functools.partial(rules.adamw, xp)
     if name == "numpy":
         return Ops(xp, _numpy_matmul, _numpy_sigmoid, _numpy_sum_of_squares,
-                   _standard_sigmoid_backward, rules.sgd, rules.sgd_momentum, adam)
+                   _standard_sigmoid_backward, rules.sgd, rules.sgd_momentum, adam, adamw)
     flat: Callable[[Any], Any] = operator.methodcaller("reshape", -1)
     if name == "array_api_strict":  # its arrays have no reshape method
         flat = functools.partial(xp.reshape, shape=(-1,))
@@ -206,7 +208,7 @@ def ops(name: str) -> Ops:
     elif name == "dask":
         sigmoid = _dask_sigmoid
     return Ops(xp, operator.matmul, sigmoid, functools.partial(_flat_dot, flat),
-               _standard_sigmoid_backward, rules.sgd, rules.sgd_momentum, adam)
+               _standard_sigmoid_backward, rules.sgd, rules.sgd_momentum, adam, adamw)
 
 
 @functools.cache
@@ -249,6 +251,10 @@ def _cupy_ops(xp: Any, flat: Callable[[Any], Any]) -> Ops:
                          "T step", "T p_new, T m_new, T v_new",
                          "m_new = beta1 * m + rest1 * g; v_new = beta2 * v + rest2 * g * g;"
                          " p_new = p - step * m_new / (sqrt(v_new) + eps)", "adam")
+    adamw_kernel = kernel("T p, T g, T m, T v, T beta1, T rest1, T beta2, T rest2, T eps, "
+                          "T step, T decay", "T p_new, T m_new, T v_new",
+                          "m_new = beta1 * m + rest1 * g; v_new = beta2 * v + rest2 * g * g;"
+                          " p_new = p * decay - step * m_new / (sqrt(v_new) + eps)", "adamw")
 
     def sigmoid_backward(y: Any, dy: Any) -> Any:
         backward(y, dy)  # writes dy in place: one kernel
@@ -261,8 +267,13 @@ def _cupy_ops(xp: Any, flat: Callable[[Any], Any]) -> Ops:
              step: Any) -> Any:
         return adam_kernel(p, g, m, v, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, step)
 
+    def adamw(p: Any, g: Any, m: Any, v: Any, beta1: float, beta2: float, eps: float,
+              step: Any, decay: Any) -> Any:
+        return adamw_kernel(p, g, m, v, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, step,
+                            decay)
+
     return Ops(xp, operator.matmul, forward, functools.partial(_flat_dot, flat),
-               sigmoid_backward, sgd, sgd_momentum, adam)
+               sigmoid_backward, sgd, sgd_momentum, adam, adamw)
 
 
 def _flat_dot(flat: Callable[[Any], Any], a: Any) -> Any:

@@ -527,15 +527,7 @@ def _saved_optimizer(name: str, config: Any) -> optim.Optimizer:
 
 def _param_shapes(pieces: list[layers.Piece]) -> list[tuple[int, ...]]:
     """The parameter shapes of ``pieces``, computed without allocating them."""
-    shapes: list[tuple[int, ...]] = []
-    for piece in pieces:
-        if isinstance(piece, layers.Linear):
-            shapes.append((piece.in_features, piece.out_features))
-            if piece.bias:
-                shapes.append((piece.out_features,))
-        elif piece.decayed():
-            raise _bad(f"cannot tell the parameter shapes of {type(piece).__name__}")
-    return shapes
+    return [shape for piece in pieces for shape in piece.param_shapes()]
 
 
 def loads(data: bytes, backend: Any = "numpy", device: Any = None,

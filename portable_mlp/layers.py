@@ -17,7 +17,7 @@ modified.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,9 +29,20 @@ Backprop = Callable[..., tuple[Array | None, list[Array]]]
 
 
 class Piece:
-    """A differentiable piece without parameters (the base of every piece)."""
+    """A differentiable piece without parameters (the base of every piece).
+
+    A piece whose ``random`` is True (``Dropout``) draws in training: the model calls
+    its ``forward_train(ops, params, x, key, layer, device)`` with the step's
+    ``counter_rng.Key`` and the piece's index, and ``forward`` (no draws) elsewhere.
+    """
+
+    random = False
 
     def init(self, rng: np.random.Generator) -> list[np.ndarray]:
+        return []
+
+    def param_shapes(self) -> list[tuple[int, ...]]:
+        """The shapes of ``init``'s parameters, known without drawing them."""
         return []
 
     def decayed(self) -> list[bool]:
@@ -82,6 +93,10 @@ class Linear(Piece):
 
     def decayed(self) -> list[bool]:
         return [True, False] if self.bias else [True]
+
+    def param_shapes(self) -> list[tuple[int, ...]]:
+        shapes = [(self.in_features, self.out_features)]
+        return [*shapes, (self.out_features,)] if self.bias else shapes
 
     def output_size(self, in_features: int) -> int:
         if in_features != self.in_features:
@@ -180,9 +195,30 @@ ACTIVATIONS: dict[str, type[Piece]] = {
     "sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "identity": Identity, "softmax": Softmax,
 }
 
+P = TypeVar("P", bound=type[Piece])
+
+
+def register(activation_name: str | None = None) -> Callable[[P], P]:
+    """Register a piece class for checkpoints (``from_config``) and, given
+    ``activation_name``, as an activation by that name (``MLP(activation=...)``).
+
+    Parameters
+    ----------
+    activation_name : str or None, default None
+        The name ``activation()`` knows the piece by (its default settings); None: not
+        an activation.
+    """
+    def add(cls: P) -> P:
+        PIECES[cls.__name__] = cls
+        if activation_name is not None:
+            ACTIVATIONS[activation_name] = cls
+        return cls
+    return add
+
 
 def activation(name: str) -> Piece:
-    """An activation piece by its name ('sigmoid', 'tanh', 'relu', 'identity', 'softmax')."""
+    """An activation piece by its name ('sigmoid', 'tanh', 'relu', 'identity', 'softmax',
+    'gelu', 'silu', 'leaky_relu', 'elu', 'softplus'), with its default settings."""
     if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()

@@ -9,8 +9,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from portable_mlp import _backend, layers, validation
+from portable_mlp import _backend, counter_rng, layers, validation
 from portable_mlp._backend import Placement
+from portable_mlp.dropout import Dropout
 from portable_mlp.layers import Backprop, Piece
 
 Array = Any
@@ -121,16 +122,28 @@ class Sequential:
         self.params = checked
 
     # --- the math ------------------------------------------------------------
-    def forward(self, x: Array, params: list[Array] | None = None
-                ) -> tuple[Array, list[Backprop]]:
-        """Run every piece; return the output and the backprops in forward order."""
+    def forward(self, x: Array, params: list[Array] | None = None,
+                key: counter_rng.Key | None = None) -> tuple[Array, list[Backprop]]:
+        """Run every piece; return the output and the backprops in forward order.
+
+        ``key`` (a training step's ``counter_rng.Key``) makes the random pieces
+        (Dropout) draw; None (inference) passes through them."""
         params = self.params if params is None else params
         ops, backprops = self.placement.ops, []
         with self.placement.overflow_is_fine():
-            for piece, where in zip(self.pieces, self._slices):
-                x, backprop = piece.forward(ops, params[where], x)
+            for i, (piece, where) in enumerate(zip(self.pieces, self._slices)):
+                if key is not None and piece.random:
+                    x, backprop = piece.forward_train(ops, params[where], x, key, i,
+                                                      self.placement.device_obj)
+                else:
+                    x, backprop = piece.forward(ops, params[where], x)
                 backprops.append(backprop)
         return x, backprops
+
+    @property
+    def random(self) -> bool:
+        """Whether a piece draws random numbers in training (Dropout)."""
+        return any(piece.random for piece in self.pieces)
 
     def backward(self, delta: Array, backprops: list[Backprop]) -> list[Array]:
         """Chain rule: run the backprops reversed; return grads aligned with params."""
@@ -219,15 +232,41 @@ def check_model(model: Any) -> Sequential:
 def MLP(  # noqa: N802 - a constructor, named like the class it builds
         sizes: Sequence[int], activation: str = "sigmoid", output: str = "sigmoid",
         bias: bool = True, seed: int | None = 0, backend: Any = "numpy", device: Any = None,
-        dtype: Any = None, init: str = "uniform") -> Sequential:
+        dtype: Any = None, init: str = "uniform", dropout: float = 0.0) -> Sequential:
     """Shorthand: ``Linear`` layers of ``sizes`` with ``activation`` between them and
-    ``output`` after the last (use output="identity" with the cross-entropy losses)."""
+    ``output`` after the last (use output="identity" with the cross-entropy losses).
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        The input size, the hidden layers' sizes, and the output size.
+    activation : str, default 'sigmoid'
+        The hidden layers' activation, by name (``layers.ACTIVATIONS``: 'sigmoid',
+        'tanh', 'relu', 'identity', 'softmax', 'gelu', 'silu', 'leaky_relu', 'elu',
+        'softplus').
+    output : str, default 'sigmoid'
+        The output layer's activation, by name.
+    bias : bool, default True
+        Whether the Linear layers have a bias.
+    seed : int or None, default 0
+        Seeds the initial weights and (with ``dropout``) the Dropout masks (None: a
+        fresh seed for the weights, and 0 for the masks).
+    backend, device, dtype : optional
+        Where the parameters live, as for ``Sequential``.
+    init : str, default 'uniform'
+        The Linear layers' initializer (``portable_mlp.initializers``).
+    dropout : float, default 0.0
+        A ``Dropout(dropout)`` after each hidden activation (0: none).
+    """
     sizes = validation.check_sizes(sizes)
     layers.activation(activation)
     layers.activation(output)
+    rate = validation.non_negative("dropout", dropout)
     pieces: list[Piece] = []
     for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         last = i == len(sizes) - 2
         pieces += [layers.Linear(fan_in, fan_out, bias=bias, init=init),
                    layers.activation(output if last else activation)]
+        if rate and not last:
+            pieces.append(Dropout(rate, seed=seed or 0))
     return Sequential(pieces, seed=seed, backend=backend, device=device, dtype=dtype)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from portable_mlp import _backend, validation
+from portable_mlp import _backend, rules, validation
 
 Array = Any
 Schedule = Callable[[int], float]
@@ -169,11 +169,29 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent, with optional (Nesterov) momentum."""
+    """Stochastic gradient descent, with optional (Nesterov) momentum.
+
+    Parameters
+    ----------
+    lr : float, default 0.1
+        The learning rate (the base rate of ``schedule``).
+    momentum : float, default 0.0
+        The momentum, in ``[0, 1]`` (0: plain SGD).
+    nesterov : bool, default False
+        Nesterov's momentum (needs ``momentum > 0``).
+    schedule : callable or None, default None
+        Step (0-based) -> multiplier of ``lr`` (None: constant).
+    weight_decay : float, default 0.0
+        Decoupled weight decay: every parameter is multiplied by ``1 - lr * weight_decay``
+        before the step (SGDW, Loshchilov & Hutter). Without momentum that is
+        ``torch.optim.SGD``'s ``weight_decay``; with momentum the decay stays out of the
+        velocity. Unlike the trainer's ``l2``, it reaches the biases too.
+    """
 
     def __init__(self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
-                 schedule: Schedule | None = None) -> None:
+                 schedule: Schedule | None = None, weight_decay: float = 0.0) -> None:
         super().__init__(lr, schedule)
+        self.weight_decay = validation.non_negative("weight_decay", weight_decay)
         self.momentum = validation.non_negative("momentum", momentum)
         if self.momentum > 1.0:  # 1: no decay, as scikit-learn allows
             raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
@@ -188,13 +206,16 @@ class SGD(Optimizer):
 
     def rule(self, ops: _backend.Ops, p: Array, g: Array, slots: list[Array], lr: float,
              t: int) -> tuple[Array, list[Array]]:
+        if self.weight_decay:
+            p = rules.decayed(p, 1.0 - lr * self.weight_decay)
         if not self.momentum:
             return ops.sgd(p, g, lr), slots
         p, v = ops.sgd_momentum(p, g, slots[0], lr, self.momentum, self.nesterov)
         return p, [v]
 
     def __repr__(self) -> str:
-        return f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov})"
+        return (f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov}, "
+                f"weight_decay={self.weight_decay})")
 
 
 class Adam(Optimizer):
@@ -223,7 +244,50 @@ class Adam(Optimizer):
         return f"Adam(lr={self.lr}, beta1={self.beta1}, beta2={self.beta2}, eps={self.eps})"
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
+class AdamW(Adam):
+    """AdamW: Adam with decoupled weight decay (Loshchilov & Hutter), step for step
+    ``torch.optim.AdamW``.
+
+    Every parameter is first multiplied by ``1 - lr * weight_decay``, then takes Adam's
+    step, with ``eps`` added where torch adds it (to ``sqrt(v / (1 - beta2**t))``; ``Adam``
+    here adds it to ``sqrt(v)``, as scikit-learn does). The decay is not a gradient term:
+    it does not pass through the moments, which is what makes it regularize better than
+    Adam's ``l2``.
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+        The learning rate (the base rate of ``schedule``; the decay scales with it).
+    weight_decay : float, default 0.01
+        The decoupled decay's strength (torch's default).
+    beta1, beta2 : float, default 0.9, 0.999
+        The moments' decay rates, in ``[0, 1)``.
+    eps : float, default 1e-8
+        Added to the bias-corrected ``sqrt(v)``.
+    schedule : callable or None, default None
+        Step (0-based) -> multiplier of ``lr`` (None: constant).
+    """
+
+    def __init__(self, lr: float = 1e-3, weight_decay: float = 0.01, beta1: float = 0.9,
+                 beta2: float = 0.999, eps: float = 1e-8,
+                 schedule: Schedule | None = None) -> None:
+        super().__init__(lr, beta1, beta2, eps, schedule)
+        self.weight_decay = validation.non_negative("weight_decay", weight_decay)
+
+    def rule(self, ops: _backend.Ops, p: Array, g: Array, slots: list[Array], lr: float,
+             t: int) -> tuple[Array, list[Array]]:
+        root = (1.0 - self.beta2 ** t) ** 0.5  # torch's eps is outside this correction
+        step = lr * root / (1.0 - self.beta1 ** t)
+        p, m, v = ops.adamw(p, g, *slots, self.beta1, self.beta2, self.eps * root, step,
+                            1.0 - lr * self.weight_decay)
+        return p, [m, v]
+
+    def __repr__(self) -> str:
+        return (f"AdamW(lr={self.lr}, weight_decay={self.weight_decay}, beta1={self.beta1}, "
+                f"beta2={self.beta2}, eps={self.eps})")
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
 def get(optimizer: Any) -> Optimizer:

@@ -7,8 +7,8 @@ may be overwritten. The first operation on a parameter or a slot makes the new a
 place where the backend allows, rebinding where arrays are immutable (JAX), so that no
 copy and no pass over the data is made that an in-place update written by hand does
 not make. A backend's ``Ops`` holds them (``Ops.sgd``, ``Ops.sgd_momentum``, and
-``Ops.adam`` bound to the namespace); on CuPy each is one fused kernel of the same math
-instead.
+``Ops.adam`` and ``Ops.adamw`` bound to the namespace); on CuPy each is one fused kernel
+of the same math instead.
 """
 
 from __future__ import annotations
@@ -53,3 +53,17 @@ def adam(xp: Any, p: Array, g: Array, m: Array, v: Array, beta1: float, beta2: f
     change = step * m
     change /= denom
     return p - change, m, v
+
+
+def decayed(p: Array, decay: Any) -> Array:
+    """``p * decay``: decoupled weight decay (Loshchilov & Hutter), ``decay`` being
+    ``1 - lr * weight_decay``, applied before the rule's own update, as
+    ``torch.optim.AdamW`` applies it."""
+    return p * decay
+
+
+def adamw(xp: Any, p: Array, g: Array, m: Array, v: Array, beta1: float, beta2: float,
+          eps: float, step: Any, decay: Any) -> tuple[Array, Array, Array]:
+    """AdamW: ``p * decay`` (``decayed``), then ``adam``'s update of it; returns the new
+    ``p``, ``m`` and ``v``."""
+    return adam(xp, decayed(p, decay), g, m, v, beta1, beta2, eps, step)
