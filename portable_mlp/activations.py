@@ -130,7 +130,7 @@ class LeakyReLU(Piece):
 @layers.register("elu")
 class ELU(Piece):
     """``x`` where positive, ``alpha * (exp(x) - 1)`` elsewhere; derivative 1 or
-    ``y + alpha``, from the output.
+    ``alpha * exp(x)`` (not ``y + alpha``: that cancels to 0 far into the tail).
 
     Parameters
     ----------
@@ -144,11 +144,11 @@ class ELU(Piece):
     def forward(self, ops: Ops, params: list[Array], x: Array) -> tuple[Array, Backprop]:
         xp = ops.xp
         positive = x > 0.0
-        # expm1 of the negative part only: no overflow where x is large
-        y = xp.where(positive, x, self.alpha * xp.expm1(xp.minimum(x, 0.0)))
+        negative = xp.minimum(x, 0.0)  # exp of the negative part only: no overflow
+        y = xp.where(positive, x, self.alpha * xp.expm1(negative))
 
         def backprop(dy: Array, need_dx: bool = True) -> tuple[Array, list[Array]]:
-            return xp.where(positive, dy, dy * (y + self.alpha)), []
+            return xp.where(positive, dy, dy * (self.alpha * xp.exp(negative))), []
 
         return y, backprop
 

@@ -181,7 +181,7 @@ def test_ops_compute_the_standards_math(backend):
                                rtol=rtol * 10, atol=1e-30)
 
 
-@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov", "adam", "adamw"])
 def test_ops_optimizer_rules_are_the_standard_math(backend, rule):
     """The optimizers' rules as each backend runs them (one fused kernel each on CuPy)
     agree with their formulas in float64 on the host, and leave the parameter and its
@@ -201,9 +201,12 @@ def test_ops_optimizer_rules_are_the_standard_math(backend, rule):
         v_new = mu * m - lr * g
         want = [p + (mu * v_new - lr * g if rule == "nesterov" else v_new), v_new]
     else:
-        got = list(ops.adam(P, G, M, V, b1, b2, eps, step))
+        decay = 0.97
+        got = list(ops.adam(P, G, M, V, b1, b2, eps, step) if rule == "adam"
+                   else ops.adamw(P, G, M, V, b1, b2, eps, step, decay))
         m_new, v_new = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
-        want = [p - step * m_new / (np.sqrt(v_new) + eps), m_new, v_new]
+        start = p if rule == "adam" else p * decay
+        want = [start - step * m_new / (np.sqrt(v_new) + eps), m_new, v_new]
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(_backend.to_host(a), b, rtol=rtol * 10, atol=rtol)
     for kept, host in ((P, p), (M, m), (V, v)):
