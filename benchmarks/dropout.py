@@ -64,7 +64,8 @@ def hand_step(config: w.Config, dropout: float) -> Callable[[], Any]:
             a = 1.0 / (1.0 + np.exp(-(acts[-1] @ wi)))
             sigmoids.append(a)
             if dropout and i < len(ws) - 1:
-                bits = counter_rng.uniform_bits(np, a.shape, 2017, 3 * i + 2, key)  # pm.MLP(seed=2017)
+                # pm.MLP(seed=2017)'s Dropout: seed 2017, piece 2 and 5
+                bits = counter_rng.uniform_bits(np, a.shape, 2017, 3 * i + 2, key)
                 mask = (bits >= threshold).astype(dtype)
                 mask *= scale
                 masks.append(mask)

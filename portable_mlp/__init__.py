@@ -5,8 +5,8 @@ array-api-strict. See README.md for a tour.
 """
 
 from portable_mlp import datasets, initializers, losses, optim
-from portable_mlp.activations import ELU, GELU, LeakyReLU, SiLU, Softplus
 from portable_mlp._backend import BACKENDS, BackendUnavailable, WorkerLostError
+from portable_mlp.activations import ELU, GELU, LeakyReLU, SiLU, Softplus
 from portable_mlp.callback_base import Callback, LambdaCallback
 from portable_mlp.callbacks import EarlyStopping
 from portable_mlp.checkpoint import Checkpoint, load, load_optimizer, save

@@ -30,7 +30,6 @@ def _finite(name: str, value: Any, positive: bool = False) -> float:
     return float(value)
 
 
-@layers.register("gelu")
 class GELU(Piece):
     """The Gaussian error linear unit, ``x * Phi(x)`` (Hendrycks & Gimpel).
 
@@ -85,7 +84,6 @@ class GELU(Piece):
         return {"type": "GELU", "approximate": self.approximate}
 
 
-@layers.register("silu")
 class SiLU(Piece):
     """``x * sigmoid(x)`` (swish); derivative ``s (1 + x (1 - s))`` with ``s = sigmoid(x)``."""
 
@@ -100,7 +98,6 @@ class SiLU(Piece):
         return y, backprop
 
 
-@layers.register("leaky_relu")
 class LeakyReLU(Piece):
     """``x`` where positive, ``slope * x`` elsewhere.
 
@@ -127,7 +124,6 @@ class LeakyReLU(Piece):
         return {"type": "LeakyReLU", "slope": self.slope}
 
 
-@layers.register("elu")
 class ELU(Piece):
     """``x`` where positive, ``alpha * (exp(x) - 1)`` elsewhere; derivative 1 or
     ``alpha * exp(x)`` (not ``y + alpha``: that cancels to 0 far into the tail).
@@ -156,7 +152,6 @@ class ELU(Piece):
         return {"type": "ELU", "alpha": self.alpha}
 
 
-@layers.register("softplus")
 class Softplus(Piece):
     """``log(1 + exp(x))``, computed stably as ``max(x, 0) + log1p(exp(-|x|))``;
     derivative ``sigmoid(x)``."""
@@ -170,3 +165,8 @@ class Softplus(Piece):
             return dy, []
 
         return y, backprop
+
+
+for _piece, _name in ((GELU, "gelu"), (SiLU, "silu"), (LeakyReLU, "leaky_relu"), (ELU, "elu"),
+                      (Softplus, "softplus")):
+    layers.register(_piece, _name)

@@ -11,7 +11,6 @@ from portable_mlp._backend import Ops
 from portable_mlp.layers import Array, Backprop, Piece
 
 
-@layers.register()
 class Dropout(Piece):
     """Zero each input with probability ``rate`` in training, and scale the kept ones by
     ``1 / (1 - rate)`` (inverted dropout, as Keras and PyTorch do), so that inference,
@@ -40,8 +39,9 @@ class Dropout(Piece):
         checked = validation.check_seed(seed)
         if checked is None:
             raise ValueError("Dropout seed must be a non-negative integer, got None")
-        self.rate, self.seed = float(rate), checked
-        self._threshold = counter_rng.threshold(self.rate)
+        self.rate: float = float(rate)
+        self.seed: int = checked
+        self._threshold: int = counter_rng.threshold(self.rate)
 
     def forward(self, ops: Ops, params: list[Array], x: Array) -> tuple[Array, Backprop]:
         def backprop(dy: Array, need_dx: bool = True) -> tuple[Array, list[Array]]:
@@ -69,3 +69,6 @@ class Dropout(Piece):
 
     def to_config(self) -> dict[str, Any]:
         return {"type": "Dropout", "rate": self.rate, "seed": self.seed}
+
+
+layers.register(Dropout)

@@ -17,7 +17,7 @@ modified.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +55,13 @@ class Piece:
 
     def forward(self, ops: Ops, params: list[Array], x: Array) -> tuple[Array, Backprop]:
         raise NotImplementedError
+
+    def forward_train(self, ops: Ops, params: list[Array], x: Array, key: Any, layer: int,
+                      device: Any) -> tuple[Array, Backprop]:
+        """The forward pass of a training step: ``forward``, except for a random piece,
+        which draws from ``key`` (the step's ``counter_rng.Key``) as piece ``layer`` of
+        its model, on ``device``."""
+        return self.forward(ops, params, x)
 
     def to_config(self) -> dict[str, Any]:
         return {"type": type(self).__name__}
@@ -95,7 +102,7 @@ class Linear(Piece):
         return [True, False] if self.bias else [True]
 
     def param_shapes(self) -> list[tuple[int, ...]]:
-        shapes = [(self.in_features, self.out_features)]
+        shapes: list[tuple[int, ...]] = [(self.in_features, self.out_features)]
         return [*shapes, (self.out_features,)] if self.bias else shapes
 
     def output_size(self, in_features: int) -> int:
@@ -195,25 +202,21 @@ ACTIVATIONS: dict[str, type[Piece]] = {
     "sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "identity": Identity, "softmax": Softmax,
 }
 
-P = TypeVar("P", bound=type[Piece])
-
-
-def register(activation_name: str | None = None) -> Callable[[P], P]:
+def register(cls: type[Piece], activation_name: str | None = None) -> None:
     """Register a piece class for checkpoints (``from_config``) and, given
     ``activation_name``, as an activation by that name (``MLP(activation=...)``).
 
     Parameters
     ----------
+    cls : type
+        The piece class (a subclass of ``Piece``), known by its class name.
     activation_name : str or None, default None
         The name ``activation()`` knows the piece by (its default settings); None: not
         an activation.
     """
-    def add(cls: P) -> P:
-        PIECES[cls.__name__] = cls
-        if activation_name is not None:
-            ACTIVATIONS[activation_name] = cls
-        return cls
-    return add
+    PIECES[cls.__name__] = cls
+    if activation_name is not None:
+        ACTIVATIONS[activation_name] = cls
 
 
 def activation(name: str) -> Piece:

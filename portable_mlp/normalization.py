@@ -12,7 +12,6 @@ from portable_mlp._backend import Ops
 from portable_mlp.layers import Array, Backprop, Piece
 
 
-@layers.register()
 class LayerNorm(Piece):
     """``(x - mean) / sqrt(var + eps) * scale + shift`` over each row's features (Ba et
     al.), as ``torch.nn.LayerNorm(n, eps)`` computes it (the biased variance).
@@ -33,7 +32,8 @@ class LayerNorm(Piece):
             raise ValueError(f"LayerNorm n must be a positive integer, got {n!r}")
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < np.inf:
             raise ValueError(f"LayerNorm eps must be a positive finite number, got {eps!r}")
-        self.n, self.eps = int(n), float(eps)
+        self.n: int = int(n)
+        self.eps: float = float(eps)
 
     def init(self, rng: np.random.Generator) -> list[np.ndarray]:
         return [np.ones(self.n), np.zeros(self.n)]
@@ -72,3 +72,6 @@ class LayerNorm(Piece):
 
     def to_config(self) -> dict[str, Any]:
         return {"type": "LayerNorm", "n": self.n, "eps": self.eps}
+
+
+layers.register(LayerNorm)

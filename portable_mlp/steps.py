@@ -229,10 +229,11 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
     a gradient or the updated parameters or slots are not finite, the ``params`` and
     slots passed in come back (selected with ``where``) and ``finite`` is False;
     ``state["step"]`` counts steps taken, finite or not, and keys the step's Dropout
-    masks (``portable_mlp.counter_rng``): the step counter is the pure step's key. The arguments are checked as
-    ``Trainer`` checks its own (metadata only, so under ``jax.jit`` once, when traced);
-    ``l2`` and ``clip_norm`` must be Python numbers. The inputs are never modified. On
-    dask the results are persisted, as in ``Trainer``, so that the graph stays bounded.
+    masks (``portable_mlp.counter_rng``): the step counter is the pure step's key. The
+    arguments are checked as ``Trainer`` checks its own (metadata only, so under
+    ``jax.jit`` once, when traced); ``l2`` and ``clip_norm`` must be Python numbers.
+    The inputs are never modified. On dask the results are persisted, as in
+    ``Trainer``, so that the graph stays bounded.
     Under ``jax.jit`` the step count comes back as an array: start from
     ``state["step"] = jnp.asarray(0)`` to compile once, not twice; a learning-rate
     schedule other than the constant one needs it as a Python int (the optimizer reads

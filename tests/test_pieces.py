@@ -68,7 +68,7 @@ def test_exact_gelu_on_torch_and_refused_without_erf(backend):
     place = pm.MLP([2, 2], backend=backend, dtype="float64").placement
     x, dy = _inputs()
     if not hasattr(place.xp, "erf"):
-        with pytest.raises(ValueError, match="needs erf.*approximate='tanh'"):
+        with pytest.raises(ValueError, match=r"needs erf.*approximate='tanh'"):
             _ours(pm.GELU("none"), place, x, dy)
         return
     y, dx, _ = _ours(pm.GELU("none"), place, x, dy)
@@ -119,5 +119,5 @@ def test_mlp_accepts_the_new_names_and_summary_shows_them():
     ln = pm.Sequential([pm.Linear(4, 8), pm.LayerNorm(8), pm.Linear(8, 2)])
     row = next(line for line in repr(ln).splitlines() if "LayerNorm" in line)
     assert row.split()[-3:] == ["(n,", "8)", "16"]
-    with pytest.raises(ValueError, match="unknown activation 'swish'.*gelu"):
+    with pytest.raises(ValueError, match=r"unknown activation 'swish'.*gelu"):
         pm.MLP([2, 2], activation="swish")
