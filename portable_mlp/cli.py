@@ -29,7 +29,7 @@ from portable_mlp import _backend, _install, export
 
 PROG = "portable-mlp"
 DATASETS = ("xor", "moons", "circles", "spirals")
-ACTIVATIONS = ("sigmoid", "tanh", "relu")
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu", "silu", "leaky_relu", "elu", "softplus")
 INITS = ("uniform", "glorot", "he")
 ARTICLE = "the scratch_mlp article (https://github.com/omar-florez/scratch_mlp)"
 
@@ -100,6 +100,8 @@ def _add_training_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any
                        "--no-bias)")
     model.add_argument("--activation", choices=ACTIVATIONS, default=d["activation"],
                        help=f"hidden activation (default {d['activation']})")
+    model.add_argument("--dropout", type=float, default=0.0, metavar="RATE",
+                       help="Dropout of this rate after each hidden layer (default 0: none)")
     model.add_argument("--init", choices=INITS, default=d["init"],
                        help=f"weight initializer (default {d['init']})")
     model.add_argument("--no-bias", action="store_true",
@@ -346,7 +348,8 @@ class _Run:
         self.model = pm.MLP(self.sizes, activation=args.activation,
                             output="sigmoid" if args.loss == "mse" else "identity",
                             bias=not args.no_bias, seed=args.seed, backend=placement.backend,
-                            device=placement.device, dtype=placement.dtype, init=args.init)
+                            device=placement.device, dtype=placement.dtype, init=args.init,
+                            dropout=args.dropout)
         optimizer = (pm.SGD(lr=args.lr, momentum=args.momentum) if args.optimizer == "sgd"
                      else pm.Adam(lr=args.lr))
         self.trainer = pm.Trainer(self.model, loss=args.loss, optimizer=optimizer, l2=args.l2,

@@ -35,8 +35,10 @@ from portable_mlp.train import Trainer
 
 Array = Any
 
-# scikit-learn's activation names -> portable_mlp's pieces
-ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+# scikit-learn's activation names -> portable_mlp's pieces; then the ones scikit-learn
+# lacks, by portable_mlp's names
+ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu",
+               **{name: name for name in ("gelu", "silu", "leaky_relu", "elu", "softplus")}}
 
 
 class BaseMLP(BaseEstimator):
@@ -71,6 +73,7 @@ class BaseMLP(BaseEstimator):
         "device": "no_validation",
         "dtype": [StrOptions({"float32", "float64"}), None],
         "clip_norm": [Interval(numbers.Real, 0, None, closed="neither"), None],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
     }
 
     def __init__(self, **params: Any) -> None:
@@ -141,6 +144,9 @@ class BaseMLP(BaseEstimator):
                        classes: np.ndarray | None) -> None:
         if self.early_stopping and incremental and self.solver != "lbfgs":
             raise ValueError("partial_fit does not support early_stopping=True")
+        if self.dropout and self.solver == "lbfgs":
+            raise ValueError(f"dropout={self.dropout} needs a stochastic solver ('sgd' or "
+                             "'adam'): 'lbfgs' minimizes a deterministic loss")
         first = not hasattr(self, "model_") or not (self.warm_start or incremental)
         X, y = self._validate_train(X, y, reset=first)
         sample_weight = self._check_weights(sample_weight, X)
@@ -257,9 +263,13 @@ class BaseMLP(BaseEstimator):
             raise ValueError(f"hidden_layer_sizes must hold positive integers, got {hidden}.")
         units = [n_features, *map(int, hidden), n_outputs]
         p = self.placement_
+        weights = _glorot(self._random_state, units, self.activation)
+        # the masks' seed drawn after the weights: without dropout, no draw changes
+        seed = int(self._random_state.randint(2**31)) if self.dropout else 0
         self.model_ = MLP(units, activation=ACTIVATIONS[self.activation], output="identity",
-                          bias=True, backend=p.backend, device=p.device, dtype=p.dtype)
-        self.model_.load_params(_glorot(self._random_state, units, self.activation))
+                          bias=True, seed=seed, backend=p.backend, device=p.device,
+                          dtype=p.dtype, dropout=self.dropout)
+        self.model_.load_params(weights)
         self.n_layers_ = len(units)
         self.n_outputs_ = n_outputs
         self.out_activation_ = self._out_activation
