@@ -60,6 +60,8 @@ ALL_CODES = ("BOOL", "U8", "I8", "U16", "I16", "F16", "BF16", "U32", "I32", "F32
 METADATA_KEYS = {"format", "format_version", "portable_mlp_version", "pieces", "dtype",
                  "n_params", "optimizer"}
 OPTIMIZER_KEYS = {"name", "config", "schedule", "step", "slots"}
+# optimizer settings added since format 1: absent from older files, where the default holds
+ADDED_KEYS = {"weight_decay"}
 MAX_STEP = 2**53  # an optimizer's step count: exact as a float, far beyond any training
 # temporary files of a save: ".pm-<pid>-<random>.tmp", short whatever the target's name
 TEMPORARY = re.compile(r"\.pm-(\d+)-[0-9a-f]{16}\.tmp")
@@ -512,7 +514,7 @@ def _saved_optimizer(name: str, config: Any) -> optim.Optimizer:
     expected = _optimizer_config(cls(lr=1.0), None)["config"]  # its keys and types
     if not isinstance(config, dict):
         raise _bad("metadata 'optimizer' lacks its config")
-    if set(config) != set(expected):
+    if not set(expected) - ADDED_KEYS <= set(config) <= set(expected):
         raise _bad(f"optimizer config has the keys {sorted(config)}, {name} saves "
                    f"{sorted(expected)}"[:300])
     for key, value in config.items():
