@@ -38,7 +38,8 @@ def test_dropout_is_off_by_default_and_on_when_asked():
     np.testing.assert_array_equal(drop.predict_proba(X), drop.predict_proba(X))
     again = MLPClassifier((16, 16), max_iter=50, random_state=0, dropout=0.3).fit(X, y)
     np.testing.assert_array_equal(again.coefs_[0], drop.coefs_[0])  # seeded: reproducible
-    reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=30, random_state=0, dropout=0.1).fit(X, X[:, 0])
+    reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=30, random_state=0, dropout=0.1)
+    reg.fit(X, X[:, 0])
     assert any(isinstance(p, Dropout) for p in reg.model_.pieces)
 
 

@@ -25,10 +25,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     and ``dropout`` (default 0.0: none; else a ``Dropout`` of that rate after each
     hidden layer, with a stochastic solver, its masks seeded from ``random_state``).
     ``activation`` takes scikit-learn's names and portable_mlp's 'gelu', 'silu',
-    'leaky_relu', 'elu' and 'softplus'. Multi-class targets use a softmax output and cross-entropy; binary
-    targets one logistic output; multi-label indicator matrices one logistic output
-    per label. A ``y`` of one class fits as in scikit-learn: one logistic output trained
-    towards 0, ``predict`` gives the class, ``predict_proba`` two columns (1 - p, p).
+    'leaky_relu', 'elu' and 'softplus'. Multi-class targets use a softmax output and
+    cross-entropy; binary targets one logistic output; multi-label indicator matrices
+    one logistic output per label. A ``y`` of one class fits as in scikit-learn: one
+    logistic output trained towards 0, ``predict`` gives the class, ``predict_proba``
+    two columns (1 - p, p).
     ``class_weight`` ('balanced' or a dict) multiplies every sample's weight by its
     class's weight.
 
