@@ -3,6 +3,7 @@ each hidden layer, side by side with the same step without it, on NumPy.
 
     python -m benchmarks.dropout                      # mnist, 7 rounds of 20 steps
     python -m benchmarks.dropout --rounds 3 --steps 10
+    OMP_NUM_THREADS=1 python -m benchmarks.dropout --clock cpu   # on a shared machine
 
 Rows, timed interleaved in one run (round-robin, each round the same steps of every
 row; the figure is the median over rounds of seconds per step):
@@ -18,6 +19,8 @@ row; the figure is the median over rounds of seconds per step):
   (torch's own generator).
 
 The ratios printed are each ``dropout`` row over its own row without dropout.
+``--clock cpu`` times the process's CPU time instead of the wall clock: on a machine
+that others load, with one BLAS thread, it counts this process's work only.
 """
 
 from __future__ import annotations
@@ -110,7 +113,8 @@ def torch_step(config: w.Config, dropout: float) -> Callable[[], Any]:
     return run
 
 
-def measure(config: w.Config, rounds: int, steps: int) -> dict[str, float]:
+def measure(config: w.Config, rounds: int, steps: int,
+            clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     rows = {"pm": pm_step(config, 0.0), "pm dropout": pm_step(config, RATE),
             "hand": hand_step(config, 0.0), "hand dropout": hand_step(config, RATE),
             "torch": torch_step(config, 0.0), "torch dropout": torch_step(config, RATE)}
@@ -119,10 +123,10 @@ def measure(config: w.Config, rounds: int, steps: int) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in rows}
     for _ in range(rounds):
         for name, fn in rows.items():
-            start = time.perf_counter()
+            start = clock()
             for _ in range(steps):
                 fn()
-            times[name].append((time.perf_counter() - start) / steps)
+            times[name].append((clock() - start) / steps)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -131,11 +135,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="mnist", choices=w.CPU_CONFIGS)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = parser.parse_args(argv)
     config = w.CONFIGS[args.config]
-    med = measure(config, args.rounds, args.steps)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    med = measure(config, args.rounds, args.steps, clock)
     print(f"{config.name} {config.sizes} batch {config.batch} {config.dtype}, dropout {RATE}"
-          f" after each hidden layer; median of {args.rounds} rounds x {args.steps} steps")
+          f" after each hidden layer; median of {args.rounds} rounds x {args.steps} steps, "
+          f"{args.clock} clock")
     for name, seconds in med.items():
         print(f"  {name:<14} {seconds * 1e3:8.2f} ms/step")
     for base in ("pm", "hand", "torch"):

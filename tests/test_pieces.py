@@ -121,3 +121,14 @@ def test_mlp_accepts_the_new_names_and_summary_shows_them():
     assert row.split()[-3:] == ["(n,", "8)", "16"]
     with pytest.raises(ValueError, match=r"unknown activation 'swish'.*gelu"):
         pm.MLP([2, 2], activation="swish")
+
+
+def test_the_docs_page_example_runs(capsys):
+    """docs/pieces.md's python block, as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(pm.__file__).resolve().parent.parent / "docs" / "pieces.md").read_text()
+    (code,) = re.findall(r"^```python\n(.*?)^```", text, re.M | re.S)
+    exec(compile(code, "docs/pieces.md", "exec"), {})
+    assert "Dropout(rate=0.2, seed=0)" in capsys.readouterr().out
