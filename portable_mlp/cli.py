@@ -70,6 +70,7 @@ def _number(kind: Callable[[str], Any], test: Callable[[Any], bool], what: str
 _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 _count = _number(int, lambda v: v >= 2, "an integer >= 2")
 _non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+_rate = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 _positive_float = _number(float, lambda v: v > 0, "a positive number")
 _non_negative_float = _number(float, lambda v: v >= 0, "a non-negative number")
 _momentum = _number(float, lambda v: 0 <= v <= 1, "a momentum in [0, 1]")
@@ -100,7 +101,7 @@ def _add_training_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any
                        "--no-bias)")
     model.add_argument("--activation", choices=ACTIVATIONS, default=d["activation"],
                        help=f"hidden activation (default {d['activation']})")
-    model.add_argument("--dropout", type=float, default=0.0, metavar="RATE",
+    model.add_argument("--dropout", type=_rate, default=0.0, metavar="RATE",
                        help="Dropout of this rate after each hidden layer (default 0: none)")
     model.add_argument("--init", choices=INITS, default=d["init"],
                        help=f"weight initializer (default {d['init']})")

@@ -39,7 +39,13 @@ def _signed(value: int) -> int:
 
 
 def mix_host(value: int) -> int:
-    """``lowbias32`` of a Python int's low 32 bits, exactly, on the host (as unsigned)."""
+    """``lowbias32`` of a Python int's low 32 bits, exactly, on the host (as unsigned).
+
+    Parameters
+    ----------
+    value : int
+        The input; its low 32 bits count.
+    """
     x = value & _MASK32
     x ^= x >> 16
     x = (x * _M1) & _MASK32
@@ -57,8 +63,14 @@ def _shift_right(x: Array, bits: int) -> Array:
 
 
 def mix(x: Array) -> Array:
-    """``lowbias32`` on an int32 array, in place where the backend allows (``x`` is the
-    caller's own)."""
+    """``lowbias32`` on an int32 array, in place where the backend allows.
+
+    Parameters
+    ----------
+    x : int32 array
+        The caller's own array (it may be overwritten); the same as ``mix_host`` of
+        each element's 32 bits, as a signed number.
+    """
     x ^= _shift_right(x, 16)
     x = _spread(x)
     x ^= _shift_right(x, 16)
@@ -129,5 +141,11 @@ def uniform_bits(xp: Any, shape: tuple[int, int], seed: int, layer: int, key: Ke
 
 def threshold(rate: float) -> int:
     """The int32 below which a uniform draw (``uniform_bits``) falls with probability
-    ``rate`` (to 2**-32)."""
+    ``rate`` (to 2**-32).
+
+    Parameters
+    ----------
+    rate : float
+        The probability, in ``[0, 1)``.
+    """
     return min(round(rate * 2.0**32) - (1 << 31), 2**31 - 1)

@@ -58,9 +58,23 @@ class Piece:
 
     def forward_train(self, ops: Ops, params: list[Array], x: Array, key: Any, layer: int,
                       device: Any) -> tuple[Array, Backprop]:
-        """The forward pass of a training step: ``forward``, except for a random piece,
-        which draws from ``key`` (the step's ``counter_rng.Key``) as piece ``layer`` of
-        its model, on ``device``."""
+        """The forward pass of a training step: ``forward``, except for a random piece.
+
+        Parameters
+        ----------
+        ops : Ops
+            The model's backend operations (``ops.xp``: its namespace).
+        params : list of arrays
+            This piece's parameters.
+        x : array
+            The input ``(n, features)``, never modified.
+        key : counter_rng.Key
+            The step's draws: its step counter and the batch's first row.
+        layer : int
+            This piece's index in its model (two random pieces draw apart).
+        device : optional
+            The model's device, where the draws are made.
+        """
         return self.forward(ops, params, x)
 
     def to_config(self) -> dict[str, Any]:

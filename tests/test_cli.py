@@ -375,3 +375,11 @@ def test_install_hint_after_pip_install_of_a_url(elsewhere):
 
 def test_install_hint_after_pip_install_from_an_index(elsewhere):
     assert elsewhere(None).pip_install("dask") == "pip install 'portable_mlp[dask]'"
+
+
+def test_new_activations_and_dropout_train():
+    result = run("train", "--activation", "gelu", "--dropout", "0.1", "--epochs", "30",
+                 "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert final_accuracy(result.stdout) > 0.5
+    assert_user_error(run("train", "--dropout", "1.5"), "--dropout", "[0, 1)")
