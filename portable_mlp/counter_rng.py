@@ -22,6 +22,7 @@ mask on NumPy: docs/pieces.md).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,17 +127,26 @@ def uniform_bits(xp: Any, shape: tuple[int, int], seed: int, layer: int, key: Ke
     """
     rows, columns = shape
     int32 = xp.int32
-    stream = mix_host(seed ^ mix_host(layer * _GOLDEN + 1))  # host constants
-    step = xp.reshape(xp.astype(xp.asarray(key.step, device=device), int32), (1, 1))
-    step *= _signed(_GOLDEN)
-    step ^= _signed(stream)
-    offset = mix(step)  # (1, 1): a per-step, per-layer offset of the counter
+    offset = _offset(xp, key.step, mix_host(seed ^ mix_host(layer * _GOLDEN + 1)), device)
     first = _signed(key.row0 * columns)
     row_starts = xp.arange(rows, dtype=int32, device=device) * _signed(columns)
     row_starts = xp.reshape(row_starts, (rows, 1)) + offset
     row_starts += first
     x = row_starts + xp.reshape(xp.arange(columns, dtype=int32, device=device), (1, columns))
     return _spread(x)
+
+
+def _offset(xp: Any, step: Any, stream: int, device: Any) -> Any:
+    """The per-step, per-layer offset of the element counter: ``lowbias32`` of the step
+    mixed with the stream. A host count is mixed on the host (a Python int: nothing to
+    upload); a device count (traced under ``jax.jit``) as a ``(1, 1)`` array, the same
+    bits."""
+    if isinstance(step, numbers.Integral):
+        return _signed(mix_host((int(step) * _GOLDEN) ^ stream))
+    count = xp.reshape(xp.astype(xp.asarray(step, device=device), xp.int32), (1, 1))
+    count *= _signed(_GOLDEN)
+    count ^= _signed(stream)
+    return mix(count)
 
 
 def threshold(rate: float) -> int:

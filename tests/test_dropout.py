@@ -194,3 +194,11 @@ def test_bad_rates_are_refused(rate):
         pm.Dropout(rate)
     with pytest.raises(ValueError, match="seed must be"):
         pm.Dropout(0.5, seed=-1)
+
+
+def test_a_step_on_the_device_draws_what_a_host_step_draws(xp):
+    """The offset mixed on the host (a Python int) and on the device (an array) agree."""
+    for step in (0, 5, 2**31 + 7):  # past int32: both wrap to the same 32 bits
+        key = counter_rng.Key(xp.asarray(step))
+        got = _backend.to_host(counter_rng.uniform_bits(xp, (37, 23), 7, 2, key))
+        np.testing.assert_array_equal(got, _bits(np, step=step))
