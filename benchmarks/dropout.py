@@ -41,22 +41,24 @@ from portable_mlp import counter_rng
 RATE = 0.2
 
 
-def pm_step(config: w.Config, dropout: float) -> Callable[[], Any]:
-    model = pm.MLP(list(config.sizes), activation="sigmoid", output="sigmoid", bias=False,
-                   seed=2017, dtype=config.dtype, dropout=dropout)
+def network(config: w.Config, dropout: float) -> pm.Sequential:
+    """The benchmark report's network, with ``Dropout(dropout)`` after each hidden layer."""
+    return pm.MLP(list(config.sizes), activation="sigmoid", output="sigmoid", bias=False,
+                  seed=2017, dtype=config.dtype, dropout=dropout)
+
+
+def pm_step(model: pm.Sequential, config: w.Config) -> Callable[[], Any]:
     X, Y = w.data(config)
     Xd, Yd = model.placement.from_host(X), model.placement.from_host(Y)
     trainer = pm.Trainer(model, loss="mse", optimizer=pm.SGD(lr=config.lr))
     return lambda: trainer.step(Xd, Yd)
 
 
-def hand_step(config: w.Config, dropout: float) -> Callable[[], Any]:
-    """``seed_style_step`` with the library's masks after each hidden sigmoid."""
+def hand_step(ws: list[np.ndarray], config: w.Config, dropout: float) -> Callable[[], Any]:
+    """``seed_style_step`` on the weights ``ws`` (updated in place) with the library's
+    masks after each hidden sigmoid: the same steps as ``pm_step`` of ``network``."""
     dtype = np.dtype(config.dtype)
     X, Y = (a.astype(dtype) for a in w.data(config))
-    rng = np.random.default_rng(2017)
-    ws = [rng.uniform(-0.1, 0.1, (a, b)).astype(dtype)
-          for a, b in itertools.pairwise(config.sizes)]
     lr, n, step = config.lr, config.batch, itertools.count()
     threshold, scale = counter_rng.threshold(dropout), dtype.type(1.0 / (1.0 - dropout))
 
@@ -115,8 +117,12 @@ def torch_step(config: w.Config, dropout: float) -> Callable[[], Any]:
 
 def measure(config: w.Config, rounds: int, steps: int,
             clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    rows = {"pm": pm_step(config, 0.0), "pm dropout": pm_step(config, RATE),
-            "hand": hand_step(config, 0.0), "hand dropout": hand_step(config, RATE),
+    def hand(dropout: float) -> Callable[[], Any]:
+        return hand_step([p.copy() for p in network(config, 0.0).params], config, dropout)
+
+    rows = {"pm": pm_step(network(config, 0.0), config),
+            "pm dropout": pm_step(network(config, RATE), config),
+            "hand": hand(0.0), "hand dropout": hand(RATE),
             "torch": torch_step(config, 0.0), "torch dropout": torch_step(config, RATE)}
     for fn in rows.values():  # warm up
         fn()
