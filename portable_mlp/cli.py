@@ -113,7 +113,7 @@ def _add_training_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any
     fit.add_argument("--loss", choices=("mse", "cross_entropy"), default=d["loss"],
                      help=f"mse (sigmoid outputs, as in the article) or cross_entropy (softmax "
                      f"on logits); default {d['loss']}")
-    fit.add_argument("--optimizer", choices=("sgd", "adam"), default=d["optimizer"],
+    fit.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=d["optimizer"],
                      help=f"default {d['optimizer']}")
     fit.add_argument("--lr", type=_positive_float, default=d["lr"],
                      help=f"learning rate (default {d['lr']})")
@@ -232,7 +232,7 @@ def memory_needed(sizes: list[int], n_samples: int, args: argparse.Namespace,
     halfway, or the system's out-of-memory killer) before it starts."""
     bias = 0 if args.no_bias else 1
     n_params = sum((fan_in + bias) * fan_out for fan_in, fan_out in itertools.pairwise(sizes))
-    slots = 2 if args.optimizer == "adam" else int(args.momentum > 0)
+    slots = 2 if args.optimizer in ("adam", "adamw") else int(args.momentum > 0)
     # drawn in float64 on the host; then params, gradients, and the update's new params
     # and slots beside the old ones
     params = n_params * (8 + itemsize * (3 + 2 * slots))
@@ -317,8 +317,9 @@ def title_of(args: argparse.Namespace, sizes: list[int], data: str, model: pm.Se
     """One line that names the run: network, data, loss, optimizer and placement."""
     net = "-".join(map(str, sizes)) + f" {args.activation}" + (" no bias" if args.no_bias else "")
     opt = (f"SGD lr {args.lr:g} momentum {args.momentum:g}" if args.optimizer == "sgd"
-           else f"Adam lr {args.lr:g}")
-    extra = f", l2 {args.l2:g}" if args.l2 else ""
+           else f"{'AdamW' if args.optimizer == 'adamw' else 'Adam'} lr {args.lr:g}")
+    extra = f", dropout {args.dropout:g}" if args.dropout else ""
+    extra += f", l2 {args.l2:g}" if args.l2 else ""
     extra += f", clip norm {args.clip_norm:g}" if args.clip_norm else ""
     where = f"{model.backend} {model.placement.device} {model.placement.dtype}"
     return f"{net} MLP on {data}: {args.loss}, {opt}{extra} [{where}]"
@@ -351,8 +352,9 @@ class _Run:
                             bias=not args.no_bias, seed=args.seed, backend=placement.backend,
                             device=placement.device, dtype=placement.dtype, init=args.init,
                             dropout=args.dropout)
-        optimizer = (pm.SGD(lr=args.lr, momentum=args.momentum) if args.optimizer == "sgd"
-                     else pm.Adam(lr=args.lr))
+        optimizer = {"sgd": lambda: pm.SGD(lr=args.lr, momentum=args.momentum),
+                     "adam": lambda: pm.Adam(lr=args.lr),
+                     "adamw": lambda: pm.AdamW(lr=args.lr)}[args.optimizer]()
         self.trainer = pm.Trainer(self.model, loss=args.loss, optimizer=optimizer, l2=args.l2,
                                   clip_norm=args.clip_norm)
         self.title = title_of(args, self.sizes, data, self.model)
