@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from portable_mlp import _backend, grad, steps
+from portable_mlp import _backend, counter_rng, grad, steps
 
 if TYPE_CHECKING:
     from portable_mlp.model import Sequential
@@ -34,15 +34,16 @@ def n_grads(model: Sequential) -> int:
 
 def shard_sums(model: Sequential, params: list[Array], X: Array, Y: Array,
                labels: Array | None, w: Array | None, loss_fn: Any, weight: float,
-               stop: float = 0.0) -> Array:
+               stop: float = 0.0, key: counter_rng.Key | None = None) -> Array:
     """The buffer of one shard of ``weight`` (0: an empty shard, zeros but ``stop``);
-    its hits are 0 without the ``labels`` of Y's classes."""
+    its hits are 0 without the ``labels`` of Y's classes. ``key``: the step's draws
+    (Dropout), with the shard's first row in the batch (None: no draws)."""
     place = model.placement
     xp, dtype, device = place.xp, place.dtype_obj, place.device_obj
     if weight == 0.0:
         return xp.concat([xp.zeros(n_grads(model) + TAIL - 1, dtype=dtype, device=device),
                           xp.asarray([stop], dtype=dtype, device=device)])
-    loss, grads, out = grad.loss_grads_and_output(model, params, X, Y, loss_fn, 0.0, w)
+    loss, grads, out = grad.loss_grads_and_output(model, params, X, Y, loss_fn, 0.0, w, key=key)
     hits = (xp.asarray(0.0, dtype=dtype, device=device) if labels is None
             else steps.weighted_hits(model, out, labels, w))
     tail = xp.stack([loss * weight, xp.asarray(weight, dtype=dtype, device=device), hits,

@@ -61,6 +61,8 @@ ALL_CODES = ("BOOL", "U8", "I8", "U16", "I16", "F16", "BF16", "U32", "I32", "F32
 METADATA_KEYS = {"format", "format_version", "portable_mlp_version", "pieces", "dtype",
                  "n_params", "optimizer"}
 OPTIMIZER_KEYS = {"name", "config", "schedule", "step", "slots"}
+# optimizer settings added since format 1: absent from older files, where the default holds
+ADDED_KEYS = {"weight_decay"}
 MAX_STEP = 2**53  # an optimizer's step count: exact as a float, far beyond any training
 # temporary files of a save: ".pm-<pid>-<random>.tmp", short whatever the target's name
 TEMPORARY = re.compile(r"\.pm-(\d+)-[0-9a-f]{16}\.tmp")
@@ -522,7 +524,7 @@ def _saved_optimizer(name: str, config: Any) -> optim.Optimizer:
     expected = _optimizer_config(cls(lr=1.0), None)["config"]  # its keys and types
     if not isinstance(config, dict):
         raise _bad("metadata 'optimizer' lacks its config")
-    if set(config) != set(expected):
+    if not set(expected) - ADDED_KEYS <= set(config) <= set(expected):
         raise _bad(f"optimizer config has the keys {sorted(config)}, {name} saves "
                    f"{sorted(expected)}"[:300])
     for key, value in config.items():
@@ -537,15 +539,7 @@ def _saved_optimizer(name: str, config: Any) -> optim.Optimizer:
 
 def _param_shapes(pieces: list[layers.Piece]) -> list[tuple[int, ...]]:
     """The parameter shapes of ``pieces``, computed without allocating them."""
-    shapes: list[tuple[int, ...]] = []
-    for piece in pieces:
-        if isinstance(piece, layers.Linear):
-            shapes.append((piece.in_features, piece.out_features))
-            if piece.bias:
-                shapes.append((piece.out_features,))
-        elif piece.decayed():
-            raise _bad(f"cannot tell the parameter shapes of {type(piece).__name__}")
-    return shapes
+    return [shape for piece in pieces for shape in piece.param_shapes()]
 
 
 def loads(data: bytes, backend: Any = "numpy", device: Any = None,

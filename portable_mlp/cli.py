@@ -32,7 +32,7 @@ from portable_mlp.threads import ThreadOversubscriptionWarning
 
 PROG = "portable-mlp"
 DATASETS = ("xor", "moons", "circles", "spirals")
-ACTIVATIONS = ("sigmoid", "tanh", "relu")
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu", "silu", "leaky_relu", "elu", "softplus")
 INITS = ("uniform", "glorot", "he")
 ARTICLE = "the scratch_mlp article (https://github.com/omar-florez/scratch_mlp)"
 
@@ -73,6 +73,7 @@ def _number(kind: Callable[[str], Any], test: Callable[[Any], bool], what: str
 _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 _count = _number(int, lambda v: v >= 2, "an integer >= 2")
 _non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+_rate = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 _positive_float = _number(float, lambda v: v > 0, "a positive number")
 _non_negative_float = _number(float, lambda v: v >= 0, "a non-negative number")
 _momentum = _number(float, lambda v: 0 <= v <= 1, "a momentum in [0, 1]")
@@ -103,6 +104,8 @@ def _add_training_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any
                        "--no-bias)")
     model.add_argument("--activation", choices=ACTIVATIONS, default=d["activation"],
                        help=f"hidden activation (default {d['activation']})")
+    model.add_argument("--dropout", type=_rate, default=0.0, metavar="RATE",
+                       help="Dropout of this rate after each hidden layer (default 0: none)")
     model.add_argument("--init", choices=INITS, default=d["init"],
                        help=f"weight initializer (default {d['init']})")
     model.add_argument("--no-bias", action="store_true",
@@ -113,7 +116,7 @@ def _add_training_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any
     fit.add_argument("--loss", choices=("mse", "cross_entropy"), default=d["loss"],
                      help=f"mse (sigmoid outputs, as in the article) or cross_entropy (softmax "
                      f"on logits); default {d['loss']}")
-    fit.add_argument("--optimizer", choices=("sgd", "adam"), default=d["optimizer"],
+    fit.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=d["optimizer"],
                      help=f"default {d['optimizer']}")
     fit.add_argument("--lr", type=_positive_float, default=d["lr"],
                      help=f"learning rate (default {d['lr']})")
@@ -232,7 +235,7 @@ def memory_needed(sizes: list[int], n_samples: int, args: argparse.Namespace,
     halfway, or the system's out-of-memory killer) before it starts."""
     bias = 0 if args.no_bias else 1
     n_params = sum((fan_in + bias) * fan_out for fan_in, fan_out in itertools.pairwise(sizes))
-    slots = 2 if args.optimizer == "adam" else int(args.momentum > 0)
+    slots = 2 if args.optimizer in ("adam", "adamw") else int(args.momentum > 0)
     # drawn in float64 on the host; then params, gradients, and the update's new params
     # and slots beside the old ones
     params = n_params * (8 + itemsize * (3 + 2 * slots))
@@ -294,8 +297,9 @@ def title_of(args: argparse.Namespace, sizes: list[int], data: str, model: pm.Se
     """One line that names the run: network, data, loss, optimizer and placement."""
     net = "-".join(map(str, sizes)) + f" {args.activation}" + (" no bias" if args.no_bias else "")
     opt = (f"SGD lr {args.lr:g} momentum {args.momentum:g}" if args.optimizer == "sgd"
-           else f"Adam lr {args.lr:g}")
-    extra = f", l2 {args.l2:g}" if args.l2 else ""
+           else f"{'AdamW' if args.optimizer == 'adamw' else 'Adam'} lr {args.lr:g}")
+    extra = f", dropout {args.dropout:g}" if args.dropout else ""
+    extra += f", l2 {args.l2:g}" if args.l2 else ""
     extra += f", clip norm {args.clip_norm:g}" if args.clip_norm else ""
     where = f"{model.backend} {model.placement.device} {model.placement.dtype}"
     return f"{net} MLP on {data}: {args.loss}, {opt}{extra} [{where}]"
@@ -326,9 +330,11 @@ class _Run:
         self.model = pm.MLP(self.sizes, activation=args.activation,
                             output="sigmoid" if args.loss == "mse" else "identity",
                             bias=not args.no_bias, seed=args.seed, backend=placement.backend,
-                            device=placement.device, dtype=placement.dtype, init=args.init)
-        optimizer = (pm.SGD(lr=args.lr, momentum=args.momentum) if args.optimizer == "sgd"
-                     else pm.Adam(lr=args.lr))
+                            device=placement.device, dtype=placement.dtype, init=args.init,
+                            dropout=args.dropout)
+        optimizer = {"sgd": lambda: pm.SGD(lr=args.lr, momentum=args.momentum),
+                     "adam": lambda: pm.Adam(lr=args.lr),
+                     "adamw": lambda: pm.AdamW(lr=args.lr)}[args.optimizer]()
         self.trainer = pm.Trainer(self.model, loss=args.loss, optimizer=optimizer, l2=args.l2,
                                   threads=args.threads,
                                   clip_norm=args.clip_norm)

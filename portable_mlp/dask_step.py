@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import operator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from portable_mlp import batch_sums, layers, optim, steps
+from portable_mlp import batch_sums, counter_rng, layers, optim, steps
 from portable_mlp._backend import Placement
 
 Array = Any
@@ -71,7 +72,9 @@ def guarded_step(settings: steps.Settings, params: list[Array], state: dict[str,
     guard_d = [_single(g) for g in guard]
     rows = X.chunks[0]
     blocks = [_row_blocks(a, rows) for a in (X, Y, labels, w)]
-    sums = [delayed(_shard, pure=False)(spec, params_d, *parts) for parts in zip(*blocks)]
+    starts = itertools.accumulate(rows, initial=0)  # each block's first row: its masks
+    sums = [delayed(_shard, pure=False)(spec, params_d, *parts, state["step"], row0)
+            for parts, row0 in zip(zip(*blocks), starts)]
     out = delayed(_update, pure=False)(spec, params_d, slots_d, guard_d, sums, lr,
                                        state["step"], labels is not None)
     like = [*params, *(s for ss in state["slots"] for s in ss), *guard]
@@ -116,13 +119,15 @@ def _array(out: Any, i: int, shape: tuple[int, ...], dtype: Any) -> Array:
 
 
 def _shard(spec: _Spec, params: list[np.ndarray], X: np.ndarray, Y: np.ndarray,
-           labels: np.ndarray | None, w: np.ndarray | None) -> np.ndarray:
-    """A row block's buffer (a task)."""
+           labels: np.ndarray | None, w: np.ndarray | None, step: int,
+           row0: int) -> np.ndarray:
+    """A row block's buffer (a task); its Dropout masks are the rows ``row0`` on of the
+    step's (``counter_rng``), what the whole batch draws for them."""
     model = spec.model(params)
     weight = float(X.shape[0] if w is None else np.sum(w, dtype=np.float64))
     with np.errstate(all="ignore"):  # a non-finite value is the guard's to report
         return batch_sums.shard_sums(model, model.params, X, Y, labels, w, spec.loss_fn,
-                                     weight)
+                                     weight, key=counter_rng.Key(step, row0))
 
 
 def _update(spec: _Spec, params: list[np.ndarray], slots: list[list[np.ndarray]],

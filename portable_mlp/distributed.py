@@ -111,6 +111,10 @@ def fit_spmd(model: Sequential, X: Any, Y: Any, *, client: Any = None, backend: 
         in them (and in their gradients, allreduce and update), and the allreduce's
         buffer size in bytes.
     """
+    if model.random:  # each rank would draw the same masks for its own rows
+        raise ValueError("fit_spmd does not train models with Dropout yet: its ranks would "
+                         "draw correlated masks; train with pm.fit on dask arrays (the graph "
+                         "path draws the same masks as one process), or remove the Dropout")
     trainer = Trainer(model, loss=loss, optimizer=optimizer, l2=l2, clip_norm=clip_norm)
     path = _check_arguments(X, client, backend, collective_name, epochs, batch_size, seed,
                             timeout, checkpoint, checkpoint_every, verbose)

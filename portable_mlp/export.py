@@ -1,6 +1,6 @@
 """ONNX export: a model's graph written from its pieces, for any ONNX runtime to serve.
 
-Each piece type maps to one or two ONNX operators through ``CONVERTERS``, a registry keyed
+Each piece type maps to a few ONNX operators through ``CONVERTERS``, a registry keyed
 by the piece's type: a new piece adds one entry (``@converts(MyPiece)``). The graph is
 written from the pieces and the host parameters, not traced, so a model on any backend
 exports the same graph as the same model on NumPy.
@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from portable_mlp import _backend, _install, layers, validation
+from portable_mlp import _backend, _install, activations, layers, validation
+from portable_mlp.dropout import Dropout
 from portable_mlp.layers import Piece
+from portable_mlp.normalization import LayerNorm
 
 if TYPE_CHECKING:
     import onnx
@@ -64,7 +66,9 @@ CONVERTERS: dict[type[Piece], Converter] = {}
 
 def converts(piece_type: type[Piece]) -> Callable[[Converter], Converter]:
     """Register ``convert(graph, piece, params, x, y)``: it writes nodes that compute the
-    piece's output ``y`` from its input ``x`` (tensor names), at most two of them."""
+    piece's output ``y`` from its input ``x`` (tensor names): one or two for most
+    pieces, a few more for a formula ONNX has no operator for at every supported opset
+    (GELU, LayerNorm)."""
     def register(convert: Converter) -> Converter:
         CONVERTERS[piece_type] = convert
         return convert
@@ -89,6 +93,107 @@ for _piece, _op in ((layers.Sigmoid, "Sigmoid"), (layers.Tanh, "Tanh"), (layers.
                     (layers.Identity, "Identity")):
     converts(_piece)(_elementwise(_op))
 converts(layers.Softmax)(_elementwise("Softmax", axis=1))
+converts(Dropout)(_elementwise("Identity"))  # inference: the input as it is
+
+
+def _positive(g: GraphWriter, x: str) -> str:
+    """The tensor ``x > 0`` (onnxruntime has no float64 LeakyRelu, Elu nor Softplus: these
+    are written from operators it runs in both float dtypes)."""
+    above = g.name("positive")
+    g.node("Greater", [x, _scalar(g, "zero", 0.0)], above)
+    return above
+
+
+@converts(activations.LeakyReLU)
+def _leaky_relu(g: GraphWriter, piece: Any, params: list[np.ndarray], x: str, y: str) -> None:
+    scaled = g.name("scaled")
+    g.node("Mul", [x, _scalar(g, "slope", piece.slope)], scaled)
+    g.node("Where", [_positive(g, x), x, scaled], y)
+
+
+@converts(activations.ELU)
+def _elu(g: GraphWriter, piece: Any, params: list[np.ndarray], x: str, y: str) -> None:
+    negative, e, tail = g.name("negative"), g.name("exp"), g.name("tail")
+    g.node("Min", [x, _scalar(g, "zero", 0.0)], negative)
+    g.node("Exp", [negative], e)
+    _chain(g, e, tail, [("Sub", _scalar(g, "one", 1.0)), ("Mul", _scalar(g, "alpha",
+                                                                         piece.alpha))])
+    g.node("Where", [_positive(g, x), x, tail], y)
+
+
+@converts(activations.Softplus)
+def _softplus(g: GraphWriter, piece: Piece, params: list[np.ndarray], x: str, y: str) -> None:
+    """``max(x, 0) + log(1 + exp(-|x|))``, stable as ``Softplus.forward``."""
+    size, negative, e, log, relu = (g.name(h) for h in ("abs", "neg", "exp", "log", "relu"))
+    g.node("Abs", [x], size)
+    g.node("Neg", [size], negative)
+    g.node("Exp", [negative], e)
+    plus_one = g.name("plus_one")
+    g.node("Add", [e, _scalar(g, "one", 1.0)], plus_one)
+    g.node("Log", [plus_one], log)
+    g.node("Relu", [x], relu)
+    g.node("Add", [relu, log], y)
+
+
+@converts(activations.SiLU)
+def _silu(g: GraphWriter, piece: Piece, params: list[np.ndarray], x: str, y: str) -> None:
+    s = g.name("sigmoid")
+    g.node("Sigmoid", [x], s)
+    g.node("Mul", [x, s], y)
+
+
+def _scalar(g: GraphWriter, hint: str, value: float) -> str:
+    return g.constant(hint, np.array(value, g.dtype))
+
+
+def _chain(g: GraphWriter, x: str, y: str, steps: list[tuple[str, str]]) -> None:
+    """``x`` through binary operators, each with its second operand: the last gives ``y``."""
+    for i, (op, other) in enumerate(steps):
+        out = y if i == len(steps) - 1 else g.name(op.lower())
+        g.node(op, [x, other], out)
+        x = out
+
+
+@converts(activations.GELU)
+def _gelu(g: GraphWriter, piece: Any, params: list[np.ndarray], x: str, y: str) -> None:
+    """The formula of ``GELU.forward`` (ONNX's own Gelu needs opset 20)."""
+    half = g.name("half_x")
+    g.node("Mul", [x, _scalar(g, "half", 0.5)], half)
+    if piece.approximate == "none":
+        scaled, erf = g.name("scaled"), g.name("erf")
+        g.node("Mul", [x, _scalar(g, "inv_sqrt2", activations._INV_SQRT_2)], scaled)
+        g.node("Erf", [scaled], erf)
+        _chain(g, erf, y, [("Add", _scalar(g, "one", 1.0)), ("Mul", half)])
+        return
+    cube, inner, t = g.name("cube"), g.name("inner"), g.name("tanh")
+    _chain(g, x, cube, [("Mul", x), ("Mul", x), ("Mul", _scalar(g, "cubic",
+                                                                activations._TANH_CUBIC))])
+    _chain(g, x, inner, [("Add", cube), ("Mul", _scalar(g, "c", activations._SQRT_2_OVER_PI))])
+    g.node("Tanh", [inner], t)
+    _chain(g, t, y, [("Add", _scalar(g, "one", 1.0)), ("Mul", half)])
+
+
+@converts(LayerNorm)
+def _layer_norm(g: GraphWriter, piece: Any, params: list[np.ndarray], x: str, y: str) -> None:
+    """``LayerNorm.forward``'s arithmetic (ReduceSum: its axes are an input from opset 13
+    on; ONNX's LayerNormalization needs 17)."""
+    axis, inv_n = g.constant("axis", np.array([1])), _scalar(g, "inv_n", 1.0 / piece.n)
+
+    def mean(a: str) -> str:
+        total, out = g.name("sum"), g.name("mean")
+        g.node("ReduceSum", [a, axis], total, keepdims=1)
+        g.node("Mul", [total, inv_n], out)
+        return out
+
+    centred, square, std = g.name("centred"), g.name("square"), g.name("std")
+    g.node("Sub", [x, mean(x)], centred)
+    g.node("Mul", [centred, centred], square)
+    variance = mean(square)
+    _chain(g, variance, std, [("Add", _scalar(g, "eps", piece.eps))])
+    root = g.name("root")
+    g.node("Sqrt", [std], root)
+    _chain(g, centred, y, [("Div", root), ("Mul", g.constant("scale", params[0])),
+                           ("Add", g.constant("shift", params[1]))])
 
 
 def write_pieces(g: GraphWriter, pieces: list[Piece], params: list[list[np.ndarray]],

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
 
-from portable_mlp import _backend, layers, losses, validation
+from portable_mlp import _backend, counter_rng, layers, losses, validation
 from portable_mlp.model import Sequential, check_model
 
 Array = Any
@@ -25,25 +26,30 @@ def check_loss(model: Sequential, loss: str) -> losses.Loss:
 
 
 def loss_and_grads(model: Sequential, params: list[Array], X: Array, Y: Array,
-                   loss_fn: losses.Loss, l2: float, sample_weight: Array | None = None
-                   ) -> tuple[Array, list[Array]]:
+                   loss_fn: losses.Loss, l2: float, sample_weight: Array | None = None,
+                   key: counter_rng.Key | None = None) -> tuple[Array, list[Array]]:
     """Pure: the loss and gradients of ``params`` on placed arrays ``X``, ``Y``.
 
     With ``sample_weight`` (``(n,)``, non-negative) the loss is the weighted mean over
     samples and the l2 term is divided by the sum of the weights instead of ``n``
-    (scikit-learn's convention: integer weights act as repeated samples).
+    (scikit-learn's convention: integer weights act as repeated samples). ``key``: the
+    training step's draws (Dropout); None: the random pieces pass their input through.
     """
-    value, grads, _ = loss_grads_and_output(model, params, X, Y, loss_fn, l2, sample_weight)
+    value, grads, _ = loss_grads_and_output(model, params, X, Y, loss_fn, l2, sample_weight,
+                                            key=key)
     return value, grads
 
 
 def loss_grads_and_output(model: Sequential, params: list[Array], X: Array, Y: Array,
                           loss_fn: losses.Loss, l2: float, sample_weight: Array | None = None,
-                          silenced: bool = False) -> tuple[Array, list[Array], Array]:
+                          silenced: bool = False, key: counter_rng.Key | None = None
+                          ) -> tuple[Array, list[Array], Array]:
     """``loss_and_grads`` and the forward pass's output (training logs its accuracy);
     ``silenced``: the caller has silenced NumPy's float warnings (``placement.quiet()``),
-    so the forward pass enters no error-state context of its own."""
-    out, backprops = (model.forward_silenced if silenced else model.forward)(X, params)
+    so the forward pass enters no error-state context of its own; ``key``: a training
+    step's Dropout key (None: Dropout passes its input through)."""
+    forward = model.forward_silenced if silenced else model.forward
+    out, backprops = forward(X, params, key)
     value, delta, n = output_loss(model, params, out, Y, loss_fn, l2, sample_weight)
     grads = model.backward(delta, backprops)
     return value, add_l2_gradient(model, params, grads, n, l2), out
@@ -87,7 +93,8 @@ def l2_penalty(model: Sequential, params: list[Array], n: Any, l2: float) -> Arr
 
 
 def value_and_grad(model: Sequential, X: Any, Y: Any, loss: str = "mse",
-                   l2: float = 0.0, sample_weight: Any = None) -> tuple[Array, list[Array]]:
+                   l2: float = 0.0, sample_weight: Any = None,
+                   dropout_step: int | None = None) -> tuple[Array, list[Array]]:
     """The loss (a 0-d array) and its gradients, aligned with ``model.params``.
 
     Parameters
@@ -104,13 +111,27 @@ def value_and_grad(model: Sequential, X: Any, Y: Any, loss: str = "mse",
         The weight decay ``l2 * sum(W**2) / (2N)``, with its gradient ``l2 * W / N``.
     sample_weight : array of shape (n,) or None, default None
         Per-sample weights of the loss.
+    dropout_step : int or None, default None
+        Draw the Dropout masks of this (0-based) training step, as ``Trainer`` does at
+        that step (None: Dropout passes its input through, as in inference).
     """
     fn = check_loss(model, loss)
     l2 = validation.non_negative("l2", l2)
     Xp = validation.features(model, X, check_values=True)
     Yp = validation.targets(model, Y, Xp.shape[0], check_values=True)
     w = validation.sample_weights(model, sample_weight, Xp.shape[0])
-    return loss_and_grads(model, model.params, Xp, Yp, fn, l2, w)
+    return loss_and_grads(model, model.params, Xp, Yp, fn, l2, w, _key(dropout_step))
+
+
+def _key(dropout_step: int | None) -> counter_rng.Key | None:
+    """The draws of a (0-based) training step, checked (None: no draws)."""
+    if dropout_step is None:
+        return None
+    if (isinstance(dropout_step, bool) or not isinstance(dropout_step, numbers.Integral)
+            or dropout_step < 0):
+        raise ValueError(f"dropout_step must be a non-negative integer or None, "
+                         f"got {dropout_step!r}")
+    return counter_rng.Key(int(dropout_step))
 
 
 class GradcheckError(AssertionError):
@@ -118,7 +139,8 @@ class GradcheckError(AssertionError):
 
 
 def gradcheck(model: Sequential, X: Any, Y: Any, loss: str = "mse", l2: float = 0.0,
-              eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-8) -> float:
+              eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-8,
+              dropout_step: int | None = None) -> float:
     """Compare ``value_and_grad`` with central differences, in float64 on the model's backend.
 
     Returns the largest error relative to the tolerance, ``|analytic - numeric| /
@@ -145,6 +167,9 @@ def gradcheck(model: Sequential, X: Any, Y: Any, loss: str = "mse", l2: float = 
         The relative tolerance.
     atol : float, default 1e-8
         The absolute tolerance.
+    dropout_step : int or None, default None
+        Check the network with the Dropout masks of that training step held fixed (None:
+        Dropout off).
     """
     l2 = validation.non_negative("l2", l2)
     eps = validation.positive("eps", eps)
@@ -153,13 +178,14 @@ def gradcheck(model: Sequential, X: Any, Y: Any, loss: str = "mse", l2: float = 
     fn = check_loss(m64, loss)
     Xp = validation.features(m64, X, check_values=True)
     Yp = validation.targets(m64, Y, Xp.shape[0], check_values=True)
-    _, grads = loss_and_grads(m64, list(m64.params), Xp, Yp, fn, l2)
+    key = _key(dropout_step)
+    _, grads = loss_and_grads(m64, list(m64.params), Xp, Yp, fn, l2, key=key)
     host = m64.host_params()
     worst, where = 0.0, ""
     for i, (p, g) in enumerate(zip(host, grads)):
         g = _backend.to_host(g)
         for idx in np.ndindex(p.shape):
-            numeric = _central_difference(m64, host, i, idx, eps, Xp, Yp, fn, l2)
+            numeric = _central_difference(m64, host, i, idx, eps, Xp, Yp, fn, l2, key)
             analytic = float(g[idx])
             err = _error(analytic, numeric, rtol, atol)
             if not err <= worst and not math.isnan(worst):  # NaN: the worst of all
@@ -184,12 +210,13 @@ def _error(analytic: float, numeric: float, rtol: float, atol: float) -> float:
 
 
 def _central_difference(model: Sequential, host: list[np.ndarray], i: int, idx: tuple[int, ...],
-                        eps: float, X: Array, Y: Array, fn: losses.Loss, l2: float) -> float:
+                        eps: float, X: Array, Y: Array, fn: losses.Loss, l2: float,
+                        key: counter_rng.Key | None) -> float:
     values = []
     for sign in (1.0, -1.0):
         shifted = [p.copy() for p in host]
         shifted[i][idx] += sign * eps
         params = [model.placement.from_host(p) for p in shifted]
-        value = output_loss(model, params, model.forward(X, params)[0], Y, fn, l2)[0]
+        value = output_loss(model, params, model.forward(X, params, key)[0], Y, fn, l2)[0]
         values.append(float(_backend.to_host(value)))
     return (values[0] - values[1]) / (2.0 * eps)

@@ -29,7 +29,14 @@ Backprop = Callable[..., tuple[Array | None, list[Array]]]
 
 
 class Piece:
-    """A differentiable piece without parameters (the base of every piece)."""
+    """A differentiable piece without parameters (the base of every piece).
+
+    A piece whose ``random`` is True (``Dropout``) draws in training: the model calls
+    its ``forward_train(ops, params, x, key, layer, device)`` with the step's
+    ``counter_rng.Key`` and the piece's index, and ``forward`` (no draws) elsewhere.
+    """
+
+    random = False
 
     def init(self, rng: np.random.Generator) -> list[np.ndarray]:
         """This piece's first parameters, as host NumPy arrays (none for an activation).
@@ -39,6 +46,10 @@ class Piece:
         rng : numpy.random.Generator
             The model's seeded generator.
         """
+        return []
+
+    def param_shapes(self) -> list[tuple[int, ...]]:
+        """The shapes of ``init``'s parameters, known without drawing them."""
         return []
 
     def decayed(self) -> list[bool]:
@@ -69,6 +80,27 @@ class Piece:
             The input.
         """
         raise NotImplementedError
+
+    def forward_train(self, ops: Ops, params: list[Array], x: Array, key: Any, layer: int,
+                      device: Any) -> tuple[Array, Backprop]:
+        """The forward pass of a training step: ``forward``, except for a random piece.
+
+        Parameters
+        ----------
+        ops : Ops
+            The model's backend operations (``ops.xp``: its namespace).
+        params : list of arrays
+            This piece's parameters.
+        x : array
+            The input ``(n, features)``, never modified.
+        key : counter_rng.Key
+            The step's draws: its step counter and the batch's first row.
+        layer : int
+            This piece's index in its model (two random pieces draw apart).
+        device : optional
+            The model's device, where the draws are made.
+        """
+        return self.forward(ops, params, x)
 
     def to_config(self) -> dict[str, Any]:
         """The piece as JSON-ready settings: checkpoints rebuild it from them."""
@@ -121,6 +153,10 @@ class Linear(Piece):
 
     def decayed(self) -> list[bool]:
         return [True, False] if self.bias else [True]
+
+    def param_shapes(self) -> list[tuple[int, ...]]:
+        shapes: list[tuple[int, ...]] = [(self.in_features, self.out_features)]
+        return [*shapes, (self.out_features,)] if self.bias else shapes
 
     def output_size(self, in_features: int) -> int:
         if in_features != self.in_features:
@@ -215,9 +251,26 @@ ACTIVATIONS: dict[str, type[Piece]] = {
     "sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "identity": Identity, "softmax": Softmax,
 }
 
+def register(cls: type[Piece], activation_name: str | None = None) -> None:
+    """Register a piece class for checkpoints (``from_config``) and, given
+    ``activation_name``, as an activation by that name (``MLP(activation=...)``).
+
+    Parameters
+    ----------
+    cls : type
+        The piece class (a subclass of ``Piece``), known by its class name.
+    activation_name : str or None, default None
+        The name ``activation()`` knows the piece by (its default settings); None: not
+        an activation.
+    """
+    PIECES[cls.__name__] = cls
+    if activation_name is not None:
+        ACTIVATIONS[activation_name] = cls
+
 
 def activation(name: str) -> Piece:
-    """An activation piece by its name ('sigmoid', 'tanh', 'relu', 'identity', 'softmax')."""
+    """An activation piece by its name ('sigmoid', 'tanh', 'relu', 'identity', 'softmax',
+    'gelu', 'silu', 'leaky_relu', 'elu', 'softplus'), with its default settings."""
     if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()

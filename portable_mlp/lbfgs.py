@@ -86,6 +86,9 @@ class LBFGS:
         from scipy.optimize import minimize
 
         fn = grad.check_loss(model, loss)
+        if model.random:
+            raise ValueError("LBFGS minimizes a deterministic loss: a model with Dropout has "
+                             "none; remove the Dropout, or train with pm.SGD / pm.AdamW")
         l2 = validation.non_negative("l2", l2)
         Xd = validation.features(model, X, check_values=True)
         Yd = validation.targets(model, Y, Xd.shape[0], check_values=True)

@@ -9,8 +9,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from portable_mlp import _backend, layers, validation
+from portable_mlp import _backend, counter_rng, layers, validation
 from portable_mlp._backend import Placement
+from portable_mlp.dropout import Dropout
 from portable_mlp.layers import Backprop, Piece
 
 Array = Any
@@ -173,8 +174,8 @@ class Sequential:
         self.params = checked
 
     # --- the math ------------------------------------------------------------
-    def forward(self, x: Array, params: list[Array] | None = None
-                ) -> tuple[Array, list[Backprop]]:
+    def forward(self, x: Array, params: list[Array] | None = None,
+                key: counter_rng.Key | None = None) -> tuple[Array, list[Backprop]]:
         """Run every piece; return the output and the backprops in forward order.
 
         Parameters
@@ -183,12 +184,15 @@ class Sequential:
             Input already placed on the model.
         params : list of arrays or None, default None
             Parameters to use instead of ``model.params``.
+        key : counter_rng.Key or None, default None
+            A training step's key: the random pieces (Dropout) draw with it; None
+            (inference) passes through them.
         """
         with self.placement.overflow_is_fine():
-            return self.forward_silenced(x, params)
+            return self.forward_silenced(x, params, key)
 
-    def forward_silenced(self, x: Array, params: list[Array] | None = None
-                         ) -> tuple[Array, list[Backprop]]:
+    def forward_silenced(self, x: Array, params: list[Array] | None = None,
+                         key: counter_rng.Key | None = None) -> tuple[Array, list[Backprop]]:
         """``forward`` for a caller that has silenced NumPy's float warnings already
         (a training step, in ``placement.quiet()``): no error-state context of its own.
 
@@ -198,13 +202,24 @@ class Sequential:
             Input already placed on the model.
         params : list of arrays or None, default None
             Parameters to use instead of ``model.params``.
+        key : counter_rng.Key or None, default None
+            A training step's key for the random pieces (None: they pass through).
         """
         params = self.params if params is None else params
         ops, backprops = self.placement.ops, []
-        for piece, where in zip(self.pieces, self._slices):
-            x, backprop = piece.forward(ops, params[where], x)
+        for i, (piece, where) in enumerate(zip(self.pieces, self._slices)):
+            if key is not None and piece.random:
+                x, backprop = piece.forward_train(ops, params[where], x, key, i,
+                                                  self.placement.device_obj)
+            else:
+                x, backprop = piece.forward(ops, params[where], x)
             backprops.append(backprop)
         return x, backprops
+
+    @property
+    def random(self) -> bool:
+        """Whether a piece draws random numbers in training (Dropout)."""
+        return any(piece.random for piece in self.pieces)
 
     def backward(self, delta: Array, backprops: list[Backprop]) -> list[Array]:
         """Chain rule: run the backprops reversed; return grads aligned with params.
@@ -332,7 +347,7 @@ def check_model(model: Any) -> Sequential:
 def MLP(  # noqa: N802 - a constructor, named like the class it builds
         sizes: Sequence[int], activation: str = "sigmoid", output: str = "sigmoid",
         bias: bool = True, seed: int | None = 0, backend: Any = "numpy", device: Any = None,
-        dtype: Any = None, init: str = "uniform") -> Sequential:
+        dtype: Any = None, init: str = "uniform", dropout: float = 0.0) -> Sequential:
     """Shorthand: ``Linear`` layers of ``sizes`` with ``activation`` between them and
     ``output`` after the last (use output="identity" with the cross-entropy losses).
 
@@ -341,25 +356,31 @@ def MLP(  # noqa: N802 - a constructor, named like the class it builds
     sizes : sequence of int
         The width of every layer, inputs first and outputs last: ``[30, 64, 2]`` is 30
         features, one hidden layer of 64 and 2 outputs.
-    activation : {"sigmoid", "tanh", "relu", "identity", "softmax"}, default "sigmoid"
-        The activation after every hidden layer.
-    output : {"sigmoid", "tanh", "relu", "identity", "softmax"}, default "sigmoid"
-        The activation after the last layer: ``"identity"`` (logits) for the
-        cross-entropy and Poisson losses, ``"sigmoid"`` (the article's) or
+    activation : str, default "sigmoid"
+        The activation after every hidden layer, by name (``layers.ACTIVATIONS``):
+        "sigmoid", "tanh", "relu", "identity", "softmax", "gelu", "silu", "leaky_relu",
+        "elu", "softplus".
+    output : str, default "sigmoid"
+        The activation after the last layer, by the same names: ``"identity"`` (logits)
+        for the cross-entropy and Poisson losses, ``"sigmoid"`` (the article's) or
         ``"softmax"`` with ``"mse"``.
     bias : bool, default True
         Give every ``Linear`` a bias.
     seed : int or None, default 0
-        The random seed of the first weights (the same network on every backend).
+        The random seed of the first weights (the same network on every backend) and,
+        with ``dropout``, of the Dropout masks (None: a fresh seed for the weights, 0
+        for the masks).
     backend : str or array namespace, default "numpy"
         Where the parameters live: ``"numpy"``, ``"torch"``, ``"jax"``, ``"dask"``,
-        ``"cupy"``, ``"array_api_strict"``.
+        ``"cupy"``, ``"array_api_strict"``, a registered name or a namespace.
     device : str or None, default None
         The device on that backend (``"cpu"``, ``"cuda:0"``); None: its default.
     dtype : str or None, default None
         The float dtype; None: the backend's default float.
     init : {"uniform", "glorot", "he"}, default "uniform"
         How the weight matrices are drawn (see ``Linear``).
+    dropout : float, default 0.0
+        A ``Dropout(dropout)`` after each hidden activation (0: none).
 
     Returns
     -------
@@ -369,9 +390,12 @@ def MLP(  # noqa: N802 - a constructor, named like the class it builds
     sizes = validation.check_sizes(sizes)
     layers.activation(activation)
     layers.activation(output)
+    rate = validation.non_negative("dropout", dropout)
     pieces: list[Piece] = []
     for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         last = i == len(sizes) - 2
         pieces += [layers.Linear(fan_in, fan_out, bias=bias, init=init),
                    layers.activation(output if last else activation)]
+        if rate and not last:
+            pieces.append(Dropout(rate, seed=seed or 0))
     return Sequential(pieces, seed=seed, backend=backend, device=device, dtype=dtype)

@@ -294,18 +294,24 @@ class SGD(Optimizer):
     Parameters
     ----------
     lr : float, default 0.1
-        The learning rate.
+        The learning rate (the base rate of ``schedule``).
     momentum : float, default 0.0
-        The momentum, in [0, 1]; 0: plain SGD.
+        The momentum, in ``[0, 1]`` (0: plain SGD).
     nesterov : bool, default False
         Nesterov's momentum (needs ``momentum > 0``).
     schedule : callable or None, default None
-        ``step -> multiplier`` of ``lr``; None: constant.
+        Step (0-based) -> multiplier of ``lr`` (None: constant).
+    weight_decay : float, default 0.0
+        Decoupled weight decay: ``lr * weight_decay * p`` is taken off every parameter
+        ``p`` beside the step (SGDW, Loshchilov & Hutter). Without momentum that is
+        ``torch.optim.SGD``'s ``weight_decay``; with momentum the decay stays out of the
+        velocity. Unlike the trainer's ``l2``, it reaches the biases too.
     """
 
     def __init__(self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
-                 schedule: Schedule | None = None) -> None:
+                 schedule: Schedule | None = None, weight_decay: float = 0.0) -> None:
         super().__init__(lr, schedule)
+        self.weight_decay = validation.non_negative("weight_decay", weight_decay)
         self.momentum = validation.non_negative("momentum", momentum)
         if self.momentum > 1.0:  # 1: no decay, as scikit-learn allows
             raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
@@ -321,13 +327,19 @@ class SGD(Optimizer):
     def rule(self, ops: _backend.Ops, ps: list[Array], gs: list[Array],
              slots: list[list[Array]], lr: Any, t: Any, out: tuple[list[Array], ...] | None
              ) -> tuple[list[Array], list[list[Array]]]:
-        if not self.momentum:
-            return ops.sgd(ps, gs, lr, out), slots
-        ps, vs = ops.sgd_momentum(ps, gs, slots[0], lr, self.momentum, self.nesterov, out)
-        return ps, [vs]
+        if self.momentum:
+            new_ps, vs = ops.sgd_momentum(ps, gs, slots[0], lr, self.momentum, self.nesterov,
+                                          out)
+            slots = [vs]
+        else:
+            new_ps = ops.sgd(ps, gs, lr, out)
+        if self.weight_decay:  # the gradients, consumed, are the scratch
+            new_ps = ops.decay(new_ps, ps, lr * self.weight_decay, gs)
+        return new_ps, slots
 
     def __repr__(self) -> str:
-        return f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov})"
+        return (f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov}, "
+                f"weight_decay={self.weight_decay})")
 
 
 class Adam(Optimizer):
@@ -371,7 +383,52 @@ class Adam(Optimizer):
         return f"Adam(lr={self.lr}, beta1={self.beta1}, beta2={self.beta2}, eps={self.eps})"
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
+class AdamW(Adam):
+    """AdamW: Adam with decoupled weight decay (Loshchilov & Hutter), step for step
+    ``torch.optim.AdamW``.
+
+    Every parameter ``p`` takes Adam's step and loses ``lr * weight_decay * p`` (torch
+    multiplies by ``1 - lr * weight_decay`` first: the same math), with ``eps`` added
+    where torch adds it (to ``sqrt(v / (1 - beta2**t))``; ``Adam`` here adds it to
+    ``sqrt(v)``, as scikit-learn does). The decay is not a gradient term:
+    it does not pass through the moments, which is what makes it regularize better than
+    Adam's ``l2``.
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+        The learning rate (the base rate of ``schedule``; the decay scales with it).
+    weight_decay : float, default 0.01
+        The decoupled decay's strength (torch's default).
+    beta1, beta2 : float, default 0.9, 0.999
+        The moments' decay rates, in ``[0, 1)``.
+    eps : float, default 1e-8
+        Added to the bias-corrected ``sqrt(v)``.
+    schedule : callable or None, default None
+        Step (0-based) -> multiplier of ``lr`` (None: constant).
+    """
+
+    def __init__(self, lr: float = 1e-3, weight_decay: float = 0.01, beta1: float = 0.9,
+                 beta2: float = 0.999, eps: float = 1e-8,
+                 schedule: Schedule | None = None) -> None:
+        super().__init__(lr, beta1, beta2, eps, schedule)
+        self.weight_decay = validation.non_negative("weight_decay", weight_decay)
+
+    def rule(self, ops: _backend.Ops, ps: list[Array], gs: list[Array],
+             slots: list[list[Array]], lr: Any, t: Any, out: tuple[list[Array], ...] | None
+             ) -> tuple[list[Array], list[list[Array]]]:
+        root = (1.0 - self.beta2 ** t) ** 0.5  # torch's eps is outside this correction
+        step = lr * root / (1.0 - self.beta1 ** t)
+        ps, ms, vs = ops.adamw(ps, gs, *slots, self.beta1, self.beta2, self.eps * root, step,
+                               lr * self.weight_decay, out)
+        return ps, [ms, vs]
+
+    def __repr__(self) -> str:
+        return (f"AdamW(lr={self.lr}, weight_decay={self.weight_decay}, beta1={self.beta1}, "
+                f"beta2={self.beta2}, eps={self.eps})")
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
 def get(optimizer: Any) -> Optimizer:

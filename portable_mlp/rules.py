@@ -4,8 +4,8 @@ Each rule takes every parameter of a model at once (``ps``, ``gs`` and one list 
 slot) and a few list operations (``portable_mlp.backends.list_ops``): NumPy's ufuncs
 with ``out=``, torch's ``_foreach_`` kernels, and the standard's expressions (new arrays)
 on JAX, dask and array-api-strict. A backend's ``Ops`` holds each rule bound to its
-list operations (``Ops.sgd``, ``Ops.sgd_momentum``, ``Ops.adam``); on CuPy each is one fused
-kernel of the same math instead.
+list operations (``Ops.sgd``, ``Ops.sgd_momentum``, ``Ops.adam``, ``Ops.adamw``,
+``Ops.decay``); on CuPy each rule is one fused kernel of the same math instead.
 
 The double-buffer contract:
 
@@ -18,10 +18,10 @@ The double-buffer contract:
 - The parameters and slots passed in are never modified: a step found non-finite later
   is dropped by going back to them. ``out`` never aliases them.
 - The gradients ``gs`` are the rule's own: overwritten (they serve as scratch).
-- A new rule, or a term added before one (a decoupled weight decay,
-  ``p * (1 - lr * wd)``), follows the same contract: write the decayed parameters into
-  ``out``'s parameters (``ops.scale(out[0], ps, 1 - lr * wd)``), then run the rule from
-  there with the same ``out``: every list operation allows ``out`` to be its input.
+- A term added to a rule follows the same contract. Decoupled weight decay (``decay``)
+  is added after the rule, ``new_p - lr * wd * p``, from the parameters passed in, with
+  the consumed gradients as scratch: before the rule it would need ``out``'s parameters,
+  which Adam uses as scratch, and ``sub_ratio_into`` cannot write over its input.
 
 The arithmetic is the same, rounding included, on every backend but torch (whose
 ``_foreach_add_(alpha=...)`` and ``addcmul``/``addcdiv`` round once where the standard's
@@ -65,3 +65,20 @@ def adam(ops: Any, ps: Lists, gs: Lists, ms: Lists, vs: Lists, beta1: float, bet
     ms = ops.axpy(ops.scale(out_m, ms, beta1), gs, 1.0 - beta1, gs)
     denominators = ops.sqrt_plus(gs, vs, eps)
     return ops.sub_ratio_into(out_p, ps, ms, denominators, step), ms, vs
+
+
+def decay(ops: Any, new_ps: Lists, ps: Lists, rate: Any, scratch: Lists) -> Lists:
+    """Decoupled weight decay (Loshchilov & Hutter) after a rule's update: ``new_p - rate
+    * p`` with ``rate = lr * weight_decay`` and ``p`` the parameters before the update
+    (``torch.optim.AdamW``'s ``p * (1 - rate)`` then its step: the same math); written
+    into ``new_ps``, ``scratch`` (the rule's consumed gradients) overwritten."""
+    return ops.axpy(new_ps, ps, -rate, scratch)
+
+
+def adamw(ops: Any, ps: Lists, gs: Lists, ms: Lists, vs: Lists, beta1: float, beta2: float,
+          eps: float, step: Any, rate: Any, out: tuple[Lists, Lists, Lists] | None
+          ) -> tuple[Lists, Lists, Lists]:
+    """AdamW: ``adam``'s update, then ``decay`` at ``rate``; returns the new parameters,
+    first and second moments."""
+    new_ps, ms, vs = adam(ops, ps, gs, ms, vs, beta1, beta2, eps, step, out)
+    return decay(ops, new_ps, ps, rate, gs), ms, vs

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from portable_mlp import _backend, batches, grad, optim, validation
+from portable_mlp import _backend, batches, counter_rng, grad, optim, validation
 
 if TYPE_CHECKING:
     from portable_mlp.model import Sequential
@@ -127,7 +127,7 @@ def guarded_step(settings: Settings, params: list[Array], state: dict[str, Any],
     ``labels`` of Y's classes) the weighted hits."""
     model = settings.model
     loss, grads, norm_ok, out = gradients(model, params, X, Y, settings.loss_fn, settings.l2,
-                                          w, settings.clip_norm)
+                                          w, settings.clip_norm, counter_rng.Key(state["step"]))
     params, state, guard = guarded_update(settings, params, state, guard, loss, grads,
                                           norm_ok, lr)
     return params, state, guard, loss, (None if labels is None
@@ -227,10 +227,12 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
     ``jax.jit(functools.partial(pm.train_step, model, optimizer=opt))``. Where the loss,
     a gradient or the updated parameters or slots are not finite, the ``params`` and
     slots passed in come back (selected with ``where``) and ``finite`` is False;
-    ``state["step"]`` counts steps taken, finite or not. The arguments are checked as
-    ``Trainer`` checks its own (metadata only, so under ``jax.jit`` once, when traced);
-    ``l2`` and ``clip_norm`` must be Python numbers. The inputs are never modified. On
-    dask the results are persisted, as in ``Trainer``, so that the graph stays bounded.
+    ``state["step"]`` counts steps taken, finite or not, and keys the step's Dropout
+    masks (``portable_mlp.counter_rng``): the step counter is the pure step's key. The
+    arguments are checked as ``Trainer`` checks its own (metadata only, so under
+    ``jax.jit`` once, when traced); ``l2`` and ``clip_norm`` must be Python numbers.
+    The inputs are never modified. On dask the results are persisted, as in
+    ``Trainer``, so that the graph stays bounded.
     Under ``jax.jit`` the step count comes back as an array: start from
     ``state["step"] = jnp.asarray(0)`` to compile once, not twice; a learning-rate
     schedule other than the constant one needs it as a Python int (the optimizer reads
@@ -272,7 +274,7 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
     xp = placement.xp
     with placement.quiet():
         value, grads, norm_ok, _ = gradients(model, params, X, Y, loss_fn, l2, None,
-                                             clip_norm)
+                                             clip_norm, counter_rng.Key(state["step"]))
         finite = xp.isfinite(value) & norm_ok
         new_params, new_state, finite = _update_where(finite, placement, optimizer, params,
                                                       grads, state, lr)
@@ -282,17 +284,17 @@ def train_step(model: Sequential, params: list[Array], state: dict[str, Any], X:
 
 
 def gradients(model: Sequential, params: list[Array], X: Array, Y: Array, loss_fn: Any,
-              l2: float, w: Array | None, clip_norm: float | None
-              ) -> tuple[Array, list[Array], Any, Array]:
+              l2: float, w: Array | None, clip_norm: float | None,
+              key: counter_rng.Key | None = None) -> tuple[Array, list[Array], Any, Array]:
     """The loss, the (clipped) gradients, whether their norm is finite where clipping
     needs it (True without ``clip_norm``; else a 0-d flag) and the forward pass's
-    output.
+    output. ``key``: the step's draws (Dropout); None: no draws.
 
     Only clipping needs the gradients' norm: without it, a non-finite gradient shows
     in the updated parameters or slots, which every caller checks. Every caller runs in
     ``placement.quiet()``: the forward pass opens no error-state context of its own."""
     loss, grads, out = grad.loss_grads_and_output(model, params, X, Y, loss_fn, l2, w,
-                                                  silenced=True)
+                                                  silenced=True, key=key)
     grads, norm_ok = clipped(model.placement, grads, clip_norm)
     return loss, grads, norm_ok, out
 

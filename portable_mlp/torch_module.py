@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from portable_mlp import _backend, _install, layers
+from portable_mlp import _backend, _install, activations, layers
+from portable_mlp.dropout import Dropout
 from portable_mlp.layers import Piece
+from portable_mlp.normalization import LayerNorm
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +45,22 @@ def _plain(name: str, **kwargs: Any) -> ModuleMaker:
     return lambda torch, piece, params, dtype, device: getattr(torch.nn, name)(**kwargs)
 
 
+def _layer_norm(torch: Any, piece: Any, params: list[np.ndarray], dtype: Any,
+                device: Any) -> Any:
+    module = torch.nn.LayerNorm(piece.n, eps=piece.eps, dtype=dtype, device=device)
+    with torch.no_grad():
+        module.weight.copy_(torch.from_numpy(params[0]))
+        module.bias.copy_(torch.from_numpy(params[1]))
+    return module
+
+
+def _configured(name: str, **settings: str) -> ModuleMaker:
+    """torch's module ``name`` with the piece's attributes as its keyword arguments
+    (``settings``: torch's keyword -> the piece's attribute)."""
+    return lambda torch, piece, params, dtype, device: getattr(torch.nn, name)(
+        **{kw: getattr(piece, attr) for kw, attr in settings.items()})
+
+
 MODULES: dict[type[Piece], ModuleMaker] = {
     layers.Linear: _linear,
     layers.Sigmoid: _plain("Sigmoid"),
@@ -50,6 +68,13 @@ MODULES: dict[type[Piece], ModuleMaker] = {
     layers.ReLU: _plain("ReLU"),
     layers.Identity: _plain("Identity"),
     layers.Softmax: _plain("Softmax", dim=1),
+    activations.GELU: _configured("GELU", approximate="approximate"),
+    activations.SiLU: _plain("SiLU"),
+    activations.LeakyReLU: _configured("LeakyReLU", negative_slope="slope"),
+    activations.ELU: _configured("ELU", alpha="alpha"),
+    activations.Softplus: _plain("Softplus"),
+    LayerNorm: _layer_norm,
+    Dropout: _configured("Dropout", p="rate"),  # the module comes in eval mode: identity
 }
 
 

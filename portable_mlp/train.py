@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from portable_mlp import _backend, batches, grad, losses, optim, steps, validation
+from portable_mlp import _backend, batches, counter_rng, grad, losses, optim, steps, validation
 from portable_mlp.callback_base import as_callbacks, train_end
 from portable_mlp.progress import Silent, check_verbose, progress_report
 from portable_mlp.threads import check_threads, limited
@@ -260,7 +260,8 @@ class Trainer:
         finite is dropped whole."""
         model = self.model
         loss, grads, norm_ok, out = steps.gradients(model, model.params, X, Y, self._loss_fn,
-                                                    self.l2, w, self.clip_norm)
+                                                    self.l2, w, self.clip_norm,
+                                                    counter_rng.Key(state["step"]))
         if not (math.isfinite(loss) and norm_ok):
             raise DivergenceError(self.steps + 1, self._last_finite_loss())
         params, state = self.optimizer.update(model.xp, model.params, grads, state)
@@ -278,7 +279,8 @@ class Trainer:
         end (``_verify``) or when a later loss is not finite (``_roll_back``)."""
         model = self.model
         loss, grads, norm_ok, out = steps.gradients(model, model.params, X, Y, self._loss_fn,
-                                                    self.l2, w, self.clip_norm)
+                                                    self.l2, w, self.clip_norm,
+                                                    counter_rng.Key(state["step"]))
         if not (math.isfinite(loss) and norm_ok):
             self._roll_back(include_current=True)
         params, state = self.optimizer.update(model.xp, model.params, grads, state,

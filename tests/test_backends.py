@@ -182,14 +182,14 @@ def test_ops_compute_the_standards_math(backend):
 
 
 @pytest.mark.parametrize("into", [False, True], ids=["new-arrays", "into-spares"])
-@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("rule", ["sgd", "sgd-decay", "momentum", "nesterov", "adam", "adamw"])
 def test_ops_optimizer_rules_are_the_standard_math(backend, rule, into):
     """The optimizers' rules as each backend runs them (list operations: ufuncs with
     out=, torch's _foreach_ kernels; one fused kernel each on CuPy) agree with their
     formulas in float64 on the host, over two parameters of different shapes; they leave
     the parameters and their slots untouched (a step whose update is not finite is
     dropped whole); given spares, they write into them where the backend writes in
-    place."""
+    place. The decoupled weight decay (``Ops.decay``, AdamW's) takes ``rate * p`` off."""
     place = pm.MLP([2, 2], backend=backend).placement
     ops, rtol = place.ops, (1e-12 if place.dtype == "float64" else 1e-5)
     rng = np.random.default_rng(9)
@@ -198,24 +198,29 @@ def test_ops_optimizer_rules_are_the_standard_math(backend, rule, into):
     v = [rng.uniform(0.0, 2.0, s) for s in shapes]
     P, M, V = ([place.from_host(a.copy()) for a in arrays] for arrays in (p, m, v))
     G = [place.from_host(a.copy()) for a in g]  # the rule's own: it may be overwritten
-    n_out = {"sgd": 1, "adam": 3}.get(rule, 2)
+    n_out = {"sgd": 1, "sgd-decay": 1, "adam": 3, "adamw": 3}.get(rule, 2)
     spares = tuple([place.from_host(np.zeros(s)) for s in shapes] for _ in range(n_out))
     out = spares if into else None
-    lr, mu, b1, b2, eps, step = 0.3, 0.9, 0.8, 0.99, 1e-3, 0.05
+    lr, mu, b1, b2, eps, step, rate = 0.3, 0.9, 0.8, 0.99, 1e-3, 0.05, 0.03
     if rule == "sgd":
         got = [ops.sgd(P, G, lr, out)]
         want = [[a - lr * b for a, b in zip(p, g)]]
+    elif rule == "sgd-decay":
+        got = [ops.decay(ops.sgd(P, G, lr, out), P, rate, G)]
+        want = [[a - lr * b - rate * a for a, b in zip(p, g)]]
     elif rule in ("momentum", "nesterov"):
         got = list(ops.sgd_momentum(P, G, M, lr, mu, rule == "nesterov", out))
         v_new = [mu * a - lr * b for a, b in zip(m, g)]
         want = [[a + (mu * c - lr * b if rule == "nesterov" else c)
                  for a, b, c in zip(p, g, v_new)], v_new]
     else:
-        got = list(ops.adam(P, G, M, V, b1, b2, eps, step, out))
+        got = list(ops.adam(P, G, M, V, b1, b2, eps, step, out) if rule == "adam"
+                   else ops.adamw(P, G, M, V, b1, b2, eps, step, rate, out))
         m_new = [b1 * a + (1 - b1) * b for a, b in zip(m, g)]
         v_new = [b2 * a + (1 - b2) * b * b for a, b in zip(v, g)]
-        want = [[a - step * b / (np.sqrt(c) + eps) for a, b, c in zip(p, m_new, v_new)],
-                m_new, v_new]
+        decay = 0.0 if rule == "adam" else rate
+        want = [[a - step * b / (np.sqrt(c) + eps) - decay * a
+                 for a, b, c in zip(p, m_new, v_new)], m_new, v_new]
     for got_list, want_list in zip(got, want, strict=True):
         for a, b in zip(got_list, want_list, strict=True):
             np.testing.assert_allclose(_backend.to_host(a), b, rtol=rtol * 10, atol=rtol)

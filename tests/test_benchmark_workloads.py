@@ -48,3 +48,25 @@ def test_the_lean_torch_loop_trains_as_autograd_does(backend, name):
     rel = 1e-9 if config.dtype == "float64" else 1e-4
     assert lean == pytest.approx(hand, rel=rel)
     assert lean == pytest.approx(ours, rel=rel)
+
+
+def test_the_dropout_benchmarks_hand_step_takes_the_librarys_steps():
+    """benchmarks.dropout: its hand-written step draws the library's masks (the same
+    weights after three steps), and every row runs."""
+    import numpy as np
+
+    from benchmarks import dropout as bench
+
+    config = dataclasses.replace(w.CONFIGS["mnist"], sizes=(20, 16, 16, 3), batch=40,
+                                 dtype="float64")
+    model = bench.network(config, 0.3)
+    ws = [p.copy() for p in model.params]
+    ours, hand = bench.pm_step(model, config), bench.hand_step(ws, config, 0.3)
+    for _ in range(3):
+        ours()
+        hand()
+    for a, b in zip(model.params, ws, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert not np.allclose(ws[0], bench.network(config, 0.0).params[0])  # it trained
+    times = bench.measure(config, rounds=1, steps=1)
+    assert len(times) == 6 and all(t > 0 for t in times.values())

@@ -356,3 +356,27 @@ def test_mutated_files_load_or_raise_value_error(good, edits, cut):
     except ValueError:
         return
     assert all(np.isfinite(p).all() for p in model.host_params())
+
+
+def test_the_new_pieces_round_trip_and_an_old_sgd_record_still_loads(tmp_path):
+    """Architecture in the metadata (every new piece, with its settings); an SGD record
+    written before ``weight_decay`` existed loads with its default."""
+    model = pm.Sequential([pm.Linear(3, 6), pm.GELU(), pm.Dropout(0.2, seed=7),
+                           pm.LayerNorm(6, eps=1e-3), pm.SiLU(), pm.Linear(6, 4),
+                           pm.LeakyReLU(0.3), pm.ELU(0.5), pm.Softplus(), pm.Linear(4, 2),
+                           pm.Identity()], seed=1, dtype="float64")
+    opt = pm.SGD(lr=0.1, momentum=0.5)
+    pm.fit(model, np.ones((4, 3)), np.eye(2)[[0, 1, 0, 1]], loss="cross_entropy",
+           optimizer=opt, epochs=2, progress=False)
+    path = tmp_path / "m.safetensors"
+    pm.save(model, path, optimizer=opt)
+    loaded = pm.load(path)
+    assert loaded.pieces == model.pieces and repr(loaded) == repr(model)
+    for a, b in zip(loaded.host_params(), model.host_params(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    header, _ = _parts(path.read_bytes())
+    record = json.loads(header["__metadata__"]["optimizer"])
+    del record["config"]["weight_decay"]  # as files written before it existed
+    path.write_bytes(_edit(_meta("optimizer", json.dumps(record)))(path.read_bytes()))
+    old = pm.load_optimizer(path, pm.load(path))
+    assert old.weight_decay == 0.0 and old.momentum == 0.5

@@ -392,3 +392,13 @@ def test_info_imports_the_backends_in_processes_of_their_own(tmp_path):
                             env=env, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+def test_new_activations_and_dropout_train():
+    result = run("train", "--activation", "gelu", "--dropout", "0.1", "--optimizer", "adamw",
+                 "--epochs", "30", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert final_accuracy(result.stdout) > 0.5
+    loud = run("train", "--activation", "elu", "--dropout", "0.1", "--epochs", "2")
+    assert "elu MLP" in loud.stdout and "dropout 0.1" in loud.stdout
+    assert_user_error(run("train", "--dropout", "1.5"), "--dropout", "[0, 1)")

@@ -309,3 +309,52 @@ def test_the_serving_benchmark_runs():
 
     times = serving.measure([4, 5, 2], "float64", rounds=2, threads=1)
     assert set(times) == {"onnxruntime", "predict"} and min(times.values()) > 0.0
+
+
+# --- the pieces of issue 23 ------------------------------------------------------------
+
+def new_pieces(dtype: str = "float64", approximate: str = "tanh") -> pm.Sequential:
+    """A model that holds every newer piece type, with settings away from the defaults."""
+    model = pm.Sequential([pm.Linear(5, 8), pm.GELU(approximate), pm.Dropout(0.5),
+                           pm.Linear(8, 8), pm.LayerNorm(8, eps=1e-3), pm.SiLU(),
+                           pm.Linear(8, 8), pm.LeakyReLU(0.2), pm.Linear(8, 8), pm.ELU(0.5),
+                           pm.Linear(8, 3), pm.Softplus()], seed=4, dtype=dtype)
+    host = model.host_params()
+    rng = np.random.default_rng(5)  # a LayerNorm scale and shift that are not 1 and 0
+    host[4], host[5] = rng.uniform(0.5, 2.0, 8), rng.standard_normal(8)
+    model.load_params(host)
+    return model
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_new_pieces_run_in_onnxruntime_as_numpy_computes_them(dtype):
+    pytest.importorskip("onnx")
+    model = new_pieces(dtype)
+    X = rows(2000, dtype)
+    (out,) = session(export.to_onnx(model)).run(None, {"input": X})
+    assert np.abs(out - model(X)).max() <= TOL[dtype] * 10
+
+
+def test_exact_gelu_exports_with_erf():
+    pytest.importorskip("onnx")
+    torch = pytest.importorskip("torch")
+    model = new_pieces("float32", approximate="none").to("torch")  # the namespace with erf
+    X = rows(500, "float32")
+    proto = export.to_onnx(model)  # float32: onnxruntime has no float64 Erf
+    (out,) = session(proto).run(None, {"input": X})
+    assert np.abs(out - model(torch.from_numpy(X)).numpy()).max() <= 1e-5
+    assert "Erf" in [n.op_type for n in proto.graph.node]
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_new_pieces_torch_module_equals_the_model(approximate):
+    torch = pytest.importorskip("torch")
+    model = new_pieces("float64", approximate)
+    module = model.to_torch_module()
+    assert [type(m).__name__ for m in module][1:7] == [
+        "GELU", "Dropout", "Linear", "LayerNorm", "SiLU", "Linear"]
+    X = rows(500, "float64")
+    with torch.no_grad():
+        got = module(torch.from_numpy(X)).numpy()
+    want = model.to("torch", dtype="float64")(X).numpy()  # torch: the namespace with erf
+    assert np.abs(got - want).max() <= 1e-12

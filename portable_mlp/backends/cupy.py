@@ -17,7 +17,9 @@ from typing import Any
 import array_api_compat as compat
 import numpy as np
 
+from portable_mlp import rules
 from portable_mlp.backends.base import Backend
+from portable_mlp.backends.list_ops import UfuncListOps
 from portable_mlp.backends.standard import BackendUnavailable, Ops, standard_ops
 
 # name: (inputs, outputs, body), as cupy.ElementwiseKernel takes them
@@ -35,6 +37,11 @@ KERNELS = {
              "T p_new, T m_new, T v_new",
              "m_new = beta1 * m + rest1 * g; v_new = beta2 * v + rest2 * g * g;"
              " p_new = p - step * m_new / (sqrt(v_new) + eps)"),
+    # AdamW: adam's update, then the decoupled decay at rate = lr * weight_decay
+    "adamw": ("T p, T g, T m, T v, T beta1, T rest1, T beta2, T rest2, T eps, T step, T rate",
+              "T p_new, T m_new, T v_new",
+              "m_new = beta1 * m + rest1 * g; v_new = beta2 * v + rest2 * g * g;"
+              " p_new = p - step * m_new / (sqrt(v_new) + eps) - rate * p"),
 }
 
 
@@ -56,9 +63,11 @@ def each(run: Callable[..., Any], inputs: list[Any], out: Any, n_out: int) -> An
 
 
 def cupy_ops(xp: Any) -> Ops:
+    import cupy
+
     forward, backward, sgd_kernel = kernel("sigmoid"), kernel("sigmoid_backward"), kernel("sgd")
-    momentum, nesterov, adam_kernel = (kernel(n) for n in ("sgd_momentum", "sgd_nesterov",
-                                                           "adam"))
+    momentum, nesterov, adam_kernel, adamw_kernel = (
+        kernel(n) for n in ("sgd_momentum", "sgd_nesterov", "adam", "adamw"))
 
     def sigmoid_backward(y: Any, dy: Any) -> Any:
         backward(y, dy)  # writes dy in place: one kernel
@@ -78,9 +87,17 @@ def cupy_ops(xp: Any) -> Ops:
                                                        1.0 - beta2, eps, step, *o),
                     [ps, gs, ms, vs], out, 3)
 
+    def adamw(ps: Any, gs: Any, ms: Any, vs: Any, beta1: float, beta2: float, eps: float,
+              step: Any, rate: Any, out: Any) -> Any:
+        return each(lambda p, g, m, v, *o: adamw_kernel(p, g, m, v, beta1, 1.0 - beta1, beta2,
+                                                        1.0 - beta2, eps, step, rate, *o),
+                    [ps, gs, ms, vs], out, 3)
+
     return standard_ops(xp, operator.methodcaller("reshape", -1), forward,
                         sigmoid_backward=sigmoid_backward, sgd=sgd, sgd_momentum=sgd_momentum,
-                        adam=adam, writes_in_place=True)
+                        adam=adam, adamw=adamw,
+                        decay=functools.partial(rules.decay, UfuncListOps(cupy)),
+                        writes_in_place=True)
 
 
 class CupyBackend(Backend):

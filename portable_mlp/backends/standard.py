@@ -47,6 +47,8 @@ class Ops:
     sgd: Callable[..., Any]                       # (ps, gs, lr, out) -> ps
     sgd_momentum: Callable[..., tuple[Any, Any]]  # (ps, gs, vs, lr, mu, nesterov, out) -> ps, vs
     adam: Callable[..., tuple[Any, Any, Any]]     # (ps, gs, ms, vs, b1, b2, eps, step, out)
+    adamw: Callable[..., tuple[Any, Any, Any]]    # adam's arguments, the decay's rate before out
+    decay: Callable[..., Any]                     # (new_ps, ps, rate, scratch) -> new_ps
     writes_in_place: bool = False  # the rules fill ``out`` (else they return new arrays)
 
 
@@ -54,7 +56,9 @@ def rules_over(lists: Any) -> dict[str, Any]:
     """The optimizers' rules bound to a backend's list operations (``list_ops``)."""
     return {"sgd": functools.partial(rules.sgd, lists),
             "sgd_momentum": functools.partial(rules.sgd_momentum, lists),
-            "adam": functools.partial(rules.adam, lists)}
+            "adam": functools.partial(rules.adam, lists),
+            "adamw": functools.partial(rules.adamw, lists),
+            "decay": functools.partial(rules.decay, lists)}
 
 
 def standard_affine(matmul: Callable[[Any, Any], Any], x: Array, w: Array, b: Array) -> Array:

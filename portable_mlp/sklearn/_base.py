@@ -36,15 +36,18 @@ from portable_mlp.train import Trainer
 
 Array = Any
 
-# scikit-learn's activation names -> portable_mlp's pieces
-ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+# scikit-learn's activation names -> portable_mlp's pieces; then the ones scikit-learn
+# lacks, by portable_mlp's names
+ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu",
+               **{name: name for name in ("gelu", "silu", "leaky_relu", "elu", "softplus")}}
 
 # the parameters both estimators share, for their docstrings (``shared_parameters``)
 PARAMETERS = """\
 hidden_layer_sizes : array-like of shape (n_layers - 2,), default (100,)
     The width of each hidden layer.
-activation : {"identity", "logistic", "tanh", "relu"}, default "relu"
-    The hidden layers' activation.
+activation : str, default "relu"
+    The hidden layers' activation: scikit-learn's "identity", "logistic", "tanh",
+    "relu", or portable_mlp's "gelu", "silu", "leaky_relu", "elu", "softplus".
 solver : {"lbfgs", "sgd", "adam"}, default "adam"
     scipy's L-BFGS-B (full batch, ``pm.LBFGS``), SGD or Adam (``pm.Trainer``).
 alpha : float, default 0.0001
@@ -103,7 +106,10 @@ threads : int or None, default None
     Limit torch's and the BLAS library's threads during ``fit`` and ``partial_fit``,
     and put them back after. None keeps the libraries' settings (one per core), and
     warns once where they outnumber the idle cores: on a busy machine, ``threads=1`` is
-    often several times faster (docs/guide/threads.md)."""
+    often several times faster (docs/guide/threads.md).
+dropout : float, default 0.0
+    A ``Dropout`` of this rate after each hidden activation, active in training only
+    (0.0: none, scikit-learn's network). Not with ``solver="lbfgs"``."""
 
 
 def shared_parameters(cls: type) -> type:
@@ -167,6 +173,7 @@ class BaseMLP(BaseEstimator):
         "dtype": [StrOptions({"float32", "float64"}), None],
         "clip_norm": [Interval(numbers.Real, 0, None, closed="neither"), None],
         "threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
     }
 
     def __init__(self, **params: Any) -> None:
@@ -249,6 +256,9 @@ class BaseMLP(BaseEstimator):
                        classes: np.ndarray | None) -> None:
         if self.early_stopping and incremental and self.solver != "lbfgs":
             raise ValueError("partial_fit does not support early_stopping=True")
+        if self.dropout and self.solver == "lbfgs":
+            raise ValueError(f"dropout={self.dropout} needs a stochastic solver ('sgd' or "
+                             "'adam'): 'lbfgs' minimizes a deterministic loss")
         first = not hasattr(self, "model_") or not (self.warm_start or incremental)
         X, y = self._validate_train(X, y, reset=first)
         sample_weight = self._check_weights(sample_weight, X)
@@ -366,9 +376,13 @@ class BaseMLP(BaseEstimator):
             raise ValueError(f"hidden_layer_sizes must hold positive integers, got {hidden}.")
         units = [n_features, *map(int, hidden), n_outputs]
         p = self.placement_
+        weights = _glorot(self._random_state, units, self.activation)
+        # the masks' seed drawn after the weights: without dropout, no draw changes
+        seed = int(self._random_state.randint(2**31)) if self.dropout else 0
         self.model_ = MLP(units, activation=ACTIVATIONS[self.activation], output="identity",
-                          bias=True, backend=p.backend, device=p.device, dtype=p.dtype)
-        self.model_.load_params(_glorot(self._random_state, units, self.activation))
+                          bias=True, seed=seed, backend=p.backend, device=p.device,
+                          dtype=p.dtype, dropout=self.dropout)
+        self.model_.load_params(weights)
         self.n_layers_ = len(units)
         self.n_outputs_ = n_outputs
         self.out_activation_ = self._out_activation

@@ -22,11 +22,15 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     """Multi-layer perceptron classifier trained by portable_mlp on any backend.
 
     Parameters are scikit-learn's ``MLPClassifier``'s, with the same meaning and
-    defaults, plus ``class_weight``, ``backend``, ``device``, ``dtype`` and
-    ``clip_norm``. Multi-class targets use a softmax output and cross-entropy; binary
-    targets one logistic output; multi-label indicator matrices one logistic output
-    per label. A ``y`` of one class fits as in scikit-learn: one logistic output trained
-    towards 0, ``predict`` gives the class, ``predict_proba`` two columns (1 - p, p).
+    defaults, plus ``class_weight``, ``backend``, ``device``, ``dtype``, ``clip_norm``
+    and ``dropout`` (default 0.0: none; else a ``Dropout`` of that rate after each
+    hidden layer, with a stochastic solver, its masks seeded from ``random_state``).
+    ``activation`` takes scikit-learn's names and portable_mlp's 'gelu', 'silu',
+    'leaky_relu', 'elu' and 'softplus'. Multi-class targets use a softmax output and
+    cross-entropy; binary targets one logistic output; multi-label indicator matrices
+    one logistic output per label. A ``y`` of one class fits as in scikit-learn: one
+    logistic output trained towards 0, ``predict`` gives the class, ``predict_proba``
+    two columns (1 - p, p).
     ``class_weight`` ('balanced' or a dict) multiplies every sample's weight by its
     class's weight.
 
@@ -55,7 +59,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  class_weight=None, backend=None, device=None, dtype=None,
-                 clip_norm=None, threads=None) -> None:
+                 clip_norm=None, threads=None, dropout=0.0) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -65,7 +69,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
             max_fun=max_fun, class_weight=class_weight, backend=backend, device=device,
-            dtype=dtype, clip_norm=clip_norm, threads=threads)
+            dtype=dtype, clip_norm=clip_norm, threads=threads, dropout=dropout)
 
     @property
     def _loss(self) -> str:

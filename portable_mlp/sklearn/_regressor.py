@@ -24,7 +24,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     ``loss="poisson"``: half the Poisson deviance with an exp output (the network
     predicts the log of the mean), for counts and rates; needs ``y >= 0``. One output
     per target column. Parameters (scikit-learn's, with its meaning and defaults, plus
-    ``backend``, ``device``, ``dtype`` and ``clip_norm``) and fitted attributes as
+    ``backend``, ``device``, ``dtype``, ``clip_norm``, ``threads`` and ``dropout``;
+    ``activation`` with portable_mlp's names too) and fitted attributes as
     ``MLPClassifier``'s (no ``classes_``).
 
     Parameters
@@ -45,7 +46,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 backend=None, device=None, dtype=None, clip_norm=None, threads=None) -> None:
+                 backend=None, device=None, dtype=None, clip_norm=None, threads=None,
+                 dropout=0.0) -> None:
         super().__init__(
             loss=loss, hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -55,7 +57,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
             max_fun=max_fun, backend=backend, device=device, dtype=dtype, clip_norm=clip_norm,
-            threads=threads)
+            threads=threads, dropout=dropout)
 
     @property
     def _loss(self) -> str:
