@@ -14,7 +14,9 @@ from portable_mlp.layers import Array, Backprop, Piece
 
 class LayerNorm(Piece):
     """``(x - mean) / sqrt(var + eps) * scale + shift`` over each row's features (Ba et
-    al.), as ``torch.nn.LayerNorm(n, eps)`` computes it (the biased variance).
+    al.), as ``torch.nn.LayerNorm(n, eps)`` computes it (the biased variance). Its
+    parameters are the scale (``(n,)``, ones at first) and the shift (``(n,)``, zeros);
+    the l2 penalty applies to neither.
 
     Parameters
     ----------
@@ -22,9 +24,6 @@ class LayerNorm(Piece):
         The number of features of each row (the previous piece's output size).
     eps : float, default 1e-5
         Added to the variance before the square root (PyTorch's and Keras's default).
-
-    Its parameters are the scale (``(n,)``, ones at first) and the shift (``(n,)``,
-    zeros); the l2 penalty applies to neither.
     """
 
     def __init__(self, n: int, eps: float = 1e-5) -> None:
