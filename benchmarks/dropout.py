@@ -26,6 +26,7 @@ that others load, with one BLAS thread, it counts this process's work only.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import statistics
 import time
@@ -122,8 +123,9 @@ def measure(config: w.Config, rounds: int, steps: int,
 
     rows = {"pm": pm_step(network(config, 0.0), config),
             "pm dropout": pm_step(network(config, RATE), config),
-            "hand": hand(0.0), "hand dropout": hand(RATE),
-            "torch": torch_step(config, 0.0), "torch dropout": torch_step(config, RATE)}
+            "hand": hand(0.0), "hand dropout": hand(RATE)}
+    if importlib.util.find_spec("torch") is not None:  # its rows where torch is installed
+        rows |= {"torch": torch_step(config, 0.0), "torch dropout": torch_step(config, RATE)}
     for fn in rows.values():  # warm up
         fn()
     times: dict[str, list[float]] = {name: [] for name in rows}
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.clock} clock")
     for name, seconds in med.items():
         print(f"  {name:<14} {seconds * 1e3:8.2f} ms/step")
-    for base in ("pm", "hand", "torch"):
+    for base in (b for b in ("pm", "hand", "torch") if b in med):
         print(f"  {base + ' dropout / ' + base:<24} {med[base + ' dropout'] / med[base]:.3f}x")
     print(f"  pm dropout / hand dropout {med['pm dropout'] / med['hand dropout']:.3f}x")
 

@@ -6,6 +6,7 @@ which must agree."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 
 import pytest
 
@@ -69,4 +70,5 @@ def test_the_dropout_benchmarks_hand_step_takes_the_librarys_steps():
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
     assert not np.allclose(ws[0], bench.network(config, 0.0).params[0])  # it trained
     times = bench.measure(config, rounds=1, steps=1)
-    assert len(times) == 6 and all(t > 0 for t in times.values())
+    with_torch = importlib.util.find_spec("torch") is not None
+    assert len(times) == (6 if with_torch else 4) and all(t > 0 for t in times.values())
