@@ -548,12 +548,11 @@ class Trainer:
         Notes
         -----
         Where reading back is free, the check is lazy (the module's docstring) and the
-        updates are written into arrays the trainer reuses: the arrays of
-        ``model.params`` seen during ``fit`` change with later steps (copy what you
-        keep); those it holds when ``fit`` returns are never written into again.
-        Elsewhere per-step values stay on the device and are read back once per epoch. With the
-        trainer's ``threads``, torch's and the BLAS library's threads are limited for the
-        call and put back after.
+        updates are written into arrays the trainer reuses, never into arrays a
+        callback was shown at an epoch's end or that ``fit`` returns with. Elsewhere
+        per-step values stay on the device and are read back once per epoch. With the
+        trainer's ``threads``, torch's and the BLAS library's threads are limited for
+        the call and put back after.
         """
         X, Y, sample_weight, validation_data = split_validation(
             X, Y, sample_weight, validation_data, validation_split)
@@ -629,6 +628,8 @@ class Trainer:
                 history[key].append(value)
             ends.append(self.steps)
             bar.update(logs)
+            if cbs:  # arrays a callback sees may be kept: never written into again
+                self._owned = False
             for cb in cbs:
                 cb.on_epoch_end(self, epoch, logs)
             if self.stop_training:

@@ -100,20 +100,39 @@ def test_fit_never_writes_into_arrays_it_did_not_make(backend):
         np.testing.assert_array_equal(a, b)
 
 
-def test_updates_reuse_two_buffers(backend):
+def test_updates_reuse_two_buffers(monkeypatch, backend):
     """Where the backend writes in place, fit's updates alternate between two sets of
     arrays (plus one kept aside for the last verified state): no new array per step."""
     trainer, X, Y = _minibatch_run(backend)
     if not trainer.model.placement.ops.writes_in_place:
         pytest.skip(f"{backend} makes new arrays (the functional path)")
-    ids: set[int] = set()
+    seen: dict[int, object] = {}  # id -> array, held so that no id is reused
+    real = trainer._step
 
-    def record(t, epoch, logs):
-        ids.add(id(t.model.params[0]))
-        ids.add(id(t.optimizer.state["slots"][0][0]))
+    def step(*args, **kwargs):
+        result = real(*args, **kwargs)
+        for a in (trainer.model.params[0], trainer.optimizer.state["slots"][0][0]):
+            seen[id(a)] = a
+        return result
 
-    trainer.fit(X, Y, epochs=12, batch_size=8, progress=False, callbacks=[record])
-    assert len(ids) <= 4  # parameters and first moments: each in two buffers
+    monkeypatch.setattr(trainer, "_step", step)
+    trainer.fit(X, Y, epochs=12, batch_size=8, progress=False)
+    assert len(seen) <= 4  # parameters and first moments: each in two buffers
+
+
+def test_arrays_a_callback_sees_are_never_written_into(backend):
+    """A callback may keep the model's arrays (not copies) at an epoch's end: later
+    updates write into other arrays, so what it kept keeps that epoch's values."""
+    trainer, X, Y = _minibatch_run(backend)
+    kept = []
+
+    def keep(t, epoch, logs):
+        kept.append((list(t.model.params), _host(t.model.params)))
+
+    trainer.fit(X, Y, epochs=4, batch_size=8, progress=False, callbacks=[keep])
+    for arrays, values in kept:
+        for a, b in zip(_host(arrays), values, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_checkpoint_saves_only_parameters_whose_loss_is_finite(tmp_path, backend):
