@@ -12,6 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 
+def _is(c: Any, value: float) -> bool:
+    """``c`` is the Python number ``value``: a device array is never compared (on a GPU
+    that would read it back to the host)."""
+    return isinstance(c, (int, float)) and c == value
+
+
 class StandardListOps:
     """The standard's expressions: new arrays (JAX, dask, array-api-strict)."""
 
@@ -55,16 +61,16 @@ class UfuncListOps:
 
     def axpy(self, acc: Any, xs: Any, c: Any, scratch: Any) -> Any:
         for i, (a, x) in enumerate(zip(acc, xs)):
-            if c == -1.0:
+            if _is(c, -1.0):
                 a -= x
             else:
                 a += x * c if scratch is None else self.multiply(x, c, scratch[i])
         return acc
 
     def axpy_into(self, out: Any, ps: Any, xs: Any, c: Any) -> Any:
-        if c == 1.0:
+        if _is(c, 1.0):
             combine = self.add
-        elif c == -1.0:
+        elif _is(c, -1.0):
             combine = self.subtract
         else:
             combine = self.add
