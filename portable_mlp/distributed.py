@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from portable_mlp import collective, losses, spmd_rank, validation
+from portable_mlp import backends, collective, losses, spmd_rank, validation
 from portable_mlp._backend import WorkerLostError
 from portable_mlp.callback_base import as_callbacks, train_end
 from portable_mlp.checkpoint import check_target, load_optimizer, save
@@ -29,7 +29,6 @@ from portable_mlp.train import Trainer, TrainingInterrupted, validation_pair
 if TYPE_CHECKING:
     from portable_mlp.model import Sequential
 
-RANK_BACKENDS = ("numpy", "torch", "cupy")  # arrays a collective can sum in place
 WAKE = 1.0  # seconds the client waits for the ranks' news before it looks anyway
 POLL = 0.02  # seconds between its looks once a rank has ended
 
@@ -179,9 +178,10 @@ def _check_arguments(X: Any, client: Any, backend: str, collective_name: str, ep
                      batch_size: int | None, seed: int, timeout: float, checkpoint: Any,
                      checkpoint_every: int, verbose: int) -> str | None:
     """Refuse a bad plain argument before anything runs; the checkpoint's path."""
-    if backend not in RANK_BACKENDS:
-        raise ValueError(f"SPMD ranks train on one of {', '.join(RANK_BACKENDS)} (arrays "
-                         f"a collective sums in place), got backend={backend!r}")
+    if not backends.get(backend).sums_in_place:
+        ranks = [name for name in backends.names() if backends.get(name).sums_in_place]
+        raise ValueError(f"SPMD ranks train on one of {', '.join(ranks)} (arrays a "
+                         f"collective sums in place), got backend={backend!r}")
     if not type(X).__module__.startswith("dask."):
         raise TypeError(f"fit_spmd trains on data that Dask holds: X must be a dask array "
                         f"or DataFrame chunked by rows, got {type(X).__name__}; for data in "

@@ -60,6 +60,8 @@ class Backend(Execution):
 
     extra: str | None = None
     single_device = False  # arrays on one device only: ``owns`` compares no devices
+    # its arrays are writable memory that torch.distributed sums in place (fit_spmd's ranks)
+    sums_in_place = False
 
     def __init__(self, name: str, namespace: Any = None, *, library: str | None = None,
                  extra: str | None = None, to_host: Callable[[Any], np.ndarray] | None = None,

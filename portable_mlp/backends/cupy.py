@@ -103,6 +103,8 @@ def cupy_ops(xp: Any) -> Ops:
 class CupyBackend(Backend):
     """CuPy, through array-api-compat's namespace; ``BackendUnavailable`` without a GPU."""
 
+    sums_in_place = True
+
     extra = "cuda12 or cuda13"
 
     def __init__(self) -> None:

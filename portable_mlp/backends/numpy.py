@@ -59,6 +59,7 @@ def numpy_count_true(mask: np.ndarray, dtype: Any) -> Any:
 class NumpyBackend(Backend):
     """NumPy, through array-api-compat's namespace; one device, "cpu"."""
 
+    sums_in_place = True
     single_device = True
     small_steps_cost_more = False
 

@@ -89,6 +89,8 @@ def torch_relu_backward(y: Any, dy: Any) -> Any:
 class TorchBackend(Backend):
     """PyTorch, through array-api-compat's namespace."""
 
+    sums_in_place = True
+
     extra = "torch"
 
     def __init__(self) -> None:
