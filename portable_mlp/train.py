@@ -167,6 +167,7 @@ class Trainer:
                  compile: bool | None = None, threads: int | None = None) -> None:
         self._loss_fn = grad.check_loss(model, loss)
         self.model, self.loss = model, loss
+        self._draws = model.random  # a piece draws in training (Dropout): steps need a key
         self.optimizer = optim.get(optimizer)
         self.l2 = validation.non_negative("l2", l2)
         self.clip_norm = validation.positive("clip_norm", clip_norm, allow_none=True)
@@ -252,6 +253,15 @@ class Trainer:
         self._previous = self._verified = None
         self._owned = self._previous_owned = False
 
+    def _gradients(self, X: Array, Y: Array, w: Array | None, state: dict[str, Any]
+                   ) -> tuple[Any, list[Array], Any, Array]:
+        """``steps.gradients`` of the model now; the step's Dropout key only where the
+        model draws (no key object made per step otherwise)."""
+        model = self.model
+        key = counter_rng.Key(state["step"]) if self._draws else None
+        return steps.gradients(model, model.params, X, Y, self._loss_fn, self.l2, w,
+                               self.clip_norm, key)
+
     def _checked_update(self, X: Array, Y: Array, labels: Array | None, w: Array | None,
                         state: dict[str, Any]
                         ) -> tuple[list[Array], dict[str, Any], Array, Any]:
@@ -259,9 +269,7 @@ class Trainer:
         new arrays), and check the new parameters and slots: a step whose update is not
         finite is dropped whole."""
         model = self.model
-        loss, grads, norm_ok, out = steps.gradients(model, model.params, X, Y, self._loss_fn,
-                                                    self.l2, w, self.clip_norm,
-                                                    counter_rng.Key(state["step"]))
+        loss, grads, norm_ok, out = self._gradients(X, Y, w, state)
         if not (math.isfinite(loss) and norm_ok):
             raise DivergenceError(self.steps + 1, self._last_finite_loss())
         params, state = self.optimizer.update(model.xp, model.params, grads, state)
@@ -278,9 +286,7 @@ class Trainer:
         spare arrays (the state before the last step) and checked only at the epoch's
         end (``_verify``) or when a later loss is not finite (``_roll_back``)."""
         model = self.model
-        loss, grads, norm_ok, out = steps.gradients(model, model.params, X, Y, self._loss_fn,
-                                                    self.l2, w, self.clip_norm,
-                                                    counter_rng.Key(state["step"]))
+        loss, grads, norm_ok, out = self._gradients(X, Y, w, state)
         if not (math.isfinite(loss) and norm_ok):
             self._roll_back(include_current=True)
         params, state = self.optimizer.update(model.xp, model.params, grads, state,
